@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Stop slurmd, slurmctld and munged (in that order), wait for them to exit
+# (bounded, then SIGKILL) and remove their pid files. Fine when nothing runs.
+#   usage: tests/slurm/down.sh STATE_DIR
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/slurm/lib.sh
+. "$here/lib.sh"
+
+[ $# -eq 1 ] || die "usage: $0 STATE_DIR"
+need_root
+state_dir=$1
+
+# Pids recorded by up.sh are a fallback when a pid file went missing.
+recorded() {
+    [ -r "$state_dir/daemons" ] || return 0
+    awk -v n="$1" '$1 == n {print $2}' "$state_dir/daemons"
+}
+
+stop_daemon slurmd "$SLURMD_PID" "$(recorded slurmd)"
+stop_daemon slurmctld "$SLURMCTLD_PID" "$(recorded slurmctld)"
+stop_daemon munged "$MUNGED_PID" "$(recorded munged)"
+rm -f "$state_dir/daemons"

@@ -1,0 +1,379 @@
+//! "Give me a valid access token": the single-flight refresh every front end uses.
+//!
+//! 1. Fast path, no lock: if the stored access token is valid for `min_valid`, use it.
+//! 2. Otherwise take the store lock (bounded wait), RE-READ the store, and check again: another
+//!    process may have refreshed while we waited. Only if it is still needed, call the IdP once.
+//! 3. Persist the answer (with rotation: the new refresh token) atomically and durably before the
+//!    lock is released, and only if the file is still the one we read.
+//! 4. On `invalid_grant`, re-read: a writer that takes no lock (QLAM Core) may have rotated the
+//!    token meanwhile. Never delete credentials on failure.
+//!
+//! N processes that need a refresh at once therefore cause exactly one token request.
+
+use crate::config::{GrantType, ProviderConfig, normalize_issuer};
+use crate::http::{HttpSettings, SharedHttp, UreqClient};
+use crate::oauth::{OAuthClient, TokenResponse};
+use crate::paths::QshPaths;
+use crate::secret::Secret;
+use crate::store::{CredentialStore, SaveOutcome, Stored, TokenSet};
+use crate::time::Timestamp;
+use crate::{Error, Result};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How fresh a token must be and how long to wait for others.
+#[derive(Debug, Clone)]
+pub struct ObtainOptions {
+    /// The access token must stay valid at least this long; otherwise it is renewed.
+    pub min_valid: Duration,
+    /// How long to wait for another process holding the store lock.
+    pub lock_timeout: Duration,
+}
+
+impl Default for ObtainOptions {
+    fn default() -> Self {
+        ObtainOptions {
+            min_valid: Duration::from_secs(300),
+            lock_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where the token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The store already held a token valid long enough: no IdP call.
+    Cache,
+    /// Another process renewed it while we waited for the lock: no IdP call by us.
+    RenewedByOther,
+    /// We renewed it (refresh, or a new machine token).
+    Renewed,
+    /// Renewal failed for a network reason; this stored token is still valid, but for less than
+    /// `min_valid`.
+    Stale,
+}
+
+/// A valid access token and what is safe to log about it.
+#[derive(Debug, Clone)]
+pub struct Obtained {
+    /// The token.
+    pub access_token: Secret,
+    /// Its expiry (QLAM Core's rule), if known.
+    pub expires_at: Option<Timestamp>,
+    /// True if this call made a token request to the IdP.
+    pub refreshed: bool,
+    /// Where it came from.
+    pub source: Source,
+    /// Time spent in [`Broker::obtain`].
+    pub elapsed: Duration,
+    /// Time spent waiting for the lock.
+    pub lock_wait: Duration,
+    /// Who the token is for (from the ID or access token), if known.
+    pub subject: Option<String>,
+    /// The OAuth client id.
+    pub client_id: String,
+}
+
+/// What the store says about a login, without any network call.
+#[derive(Debug, Clone)]
+pub struct LoginSummary {
+    /// The credentials file.
+    pub path: PathBuf,
+    /// Access-token expiry, if known.
+    pub access_expires_at: Option<Timestamp>,
+    /// True if a refresh token is stored.
+    pub has_refresh_token: bool,
+    /// Who is logged in, if known.
+    pub subject: Option<String>,
+    /// Granted scope.
+    pub scope: Option<String>,
+}
+
+/// One provider's tokens: store plus IdP.
+#[derive(Debug)]
+pub struct Broker {
+    provider: ProviderConfig,
+    store: CredentialStore,
+    http_settings: HttpSettings,
+    http: OnceLock<SharedHttp>,
+}
+
+fn subject_of(t: &TokenSet) -> Option<String> {
+    t.id_token
+        .as_ref()
+        .and_then(|i| crate::jwt::subject(i.expose()))
+        .or_else(|| crate::jwt::subject(t.access_token.expose()))
+}
+
+impl Broker {
+    /// A broker for `provider`'s tokens in `paths`. Refuses an issuer outside
+    /// `http.allowed_issuers`. Nothing is read and no connection is made yet.
+    pub fn new(paths: &QshPaths, provider: ProviderConfig, http: &HttpSettings) -> Result<Self> {
+        if let Some(allowed) = &http.allowed_issuers {
+            let ok = allowed
+                .iter()
+                .any(|a| normalize_issuer(a, true).is_ok_and(|a| a == provider.issuer));
+            if !ok {
+                return Err(Error::config(
+                    &provider.config_path,
+                    format!("context '{}' auth_base_url", provider.context),
+                    format!(
+                        "the issuer {} is not allowed on this cluster (allowed: {}); ask your admins",
+                        provider.issuer,
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(Broker {
+            store: CredentialStore::new(paths),
+            provider,
+            http_settings: http.clone(),
+            http: OnceLock::new(),
+        })
+    }
+
+    /// Uses `http` instead of building a real client (tests, or a caller's shared client).
+    pub fn with_http(mut self, http: SharedHttp) -> Self {
+        self.http = OnceLock::from(http);
+        self
+    }
+
+    /// The provider.
+    pub fn provider(&self) -> &ProviderConfig {
+        &self.provider
+    }
+
+    /// The credentials store.
+    pub fn store(&self) -> &CredentialStore {
+        &self.store
+    }
+
+    /// The credentials file of this provider.
+    pub fn credentials_path(&self) -> PathBuf {
+        self.store.path_for(&self.provider.cache_key())
+    }
+
+    /// An OAuth client for this provider (builds the HTTP client on first use).
+    pub fn oauth(&self) -> Result<OAuthClient> {
+        let http = match self.http.get() {
+            Some(h) => h.clone(),
+            None => {
+                let h: SharedHttp = Arc::new(UreqClient::new(&self.http_settings)?);
+                self.http.get_or_init(|| h).clone()
+            }
+        };
+        Ok(OAuthClient::new(
+            http,
+            self.provider.clone(),
+            self.http_settings.timeout,
+        ))
+    }
+
+    fn not_logged_in(&self) -> Error {
+        Error::NotLoggedIn {
+            context: self.provider.context.clone(),
+            path: self.credentials_path(),
+        }
+    }
+
+    /// Checks, offline, that a token can be had: a valid access token or a refresh token is
+    /// stored (user flows), or the machine credentials are configured (client credentials).
+    pub fn check_login(&self) -> Result<LoginSummary> {
+        let stored = self.store.load(&self.provider.cache_key())?;
+        if !self.provider.grant_type.is_user_flow() {
+            self.provider.resolve_secret()?;
+        }
+        let summary = |s: &Stored| LoginSummary {
+            path: s.path.clone(),
+            access_expires_at: s.tokens.expires_at(),
+            has_refresh_token: s.tokens.refresh_token.is_some(),
+            subject: subject_of(&s.tokens),
+            scope: s.tokens.scope.clone(),
+        };
+        match stored {
+            Some(s) if !self.provider.grant_type.is_user_flow() => Ok(summary(&s)),
+            Some(s)
+                if s.tokens.refresh_token.is_some()
+                    || s.tokens.valid_for(Timestamp::now(), Duration::ZERO) =>
+            {
+                Ok(summary(&s))
+            }
+            Some(_) => Err(Error::LoginExpired {
+                context: self.provider.context.clone(),
+                reason: "the access token expired and no refresh token is stored".into(),
+            }),
+            None if !self.provider.grant_type.is_user_flow() => Ok(LoginSummary {
+                path: self.credentials_path(),
+                access_expires_at: None,
+                has_refresh_token: false,
+                subject: None,
+                scope: None,
+            }),
+            None => Err(self.not_logged_in()),
+        }
+    }
+
+    /// A valid access token, renewed (once, under the lock) only if needed.
+    pub fn obtain(&self, opts: &ObtainOptions) -> Result<Obtained> {
+        let start = Instant::now();
+        let key = self.provider.cache_key();
+        let done = |t: &TokenSet, source: Source, lock_wait: Duration| Obtained {
+            access_token: t.access_token.clone(),
+            expires_at: t.expires_at(),
+            refreshed: source == Source::Renewed,
+            source,
+            elapsed: start.elapsed(),
+            lock_wait,
+            subject: subject_of(t),
+            client_id: self.provider.client_id.clone(),
+        };
+        let user_flow = self.provider.grant_type.is_user_flow();
+        // 1. Fast path.
+        match self.store.load(&key)? {
+            Some(s) if s.tokens.valid_for(Timestamp::now(), opts.min_valid) => {
+                return Ok(done(&s.tokens, Source::Cache, Duration::ZERO));
+            }
+            Some(s) if user_flow && s.tokens.refresh_token.is_none() => {
+                return Err(Error::LoginExpired {
+                    context: self.provider.context.clone(),
+                    reason: "the access token expires soon and no refresh token is stored".into(),
+                });
+            }
+            None if user_flow => return Err(self.not_logged_in()),
+            _ => {}
+        }
+        // 2. Single flight.
+        let context = self.provider.context.clone();
+        let lock = self.store.lock(&key, opts.lock_timeout, &mut |waited| {
+            log::info!(target: "qlam_auth", "waiting for the credentials lock of context '{context}' ({} s)", waited.as_secs());
+        })?;
+        let lock_wait = lock.waited();
+        let current = self.store.load(&key)?;
+        if let Some(s) = &current
+            && s.tokens.valid_for(Timestamp::now(), opts.min_valid)
+        {
+            return Ok(done(&s.tokens, Source::RenewedByOther, lock_wait));
+        }
+        let renewed = self.renew(current.as_ref(), 0);
+        drop(lock);
+        match renewed {
+            Ok(t) => Ok(done(&t, Source::Renewed, lock_wait)),
+            Err(e @ (Error::IdpUnreachable { .. } | Error::IdpBadResponse { .. })) => match current
+            {
+                Some(s) if s.tokens.valid_for(Timestamp::now(), Duration::from_secs(1)) => {
+                    log::warn!(target: "qlam_auth", "could not renew the token ({e}); using the stored one, valid for less than requested");
+                    Ok(done(&s.tokens, Source::Stale, lock_wait))
+                }
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Renews under the lock; `current` was read under the lock.
+    fn renew(&self, current: Option<&Stored>, depth: u8) -> Result<TokenSet> {
+        let key = self.provider.cache_key();
+        let oauth = self.oauth()?;
+        let (response, used_rt): (TokenResponse, Option<Secret>) =
+            if self.provider.grant_type.is_user_flow() {
+                let s = current.ok_or_else(|| self.not_logged_in())?;
+                let rt = s
+                    .tokens
+                    .refresh_token
+                    .clone()
+                    .ok_or_else(|| Error::LoginExpired {
+                        context: self.provider.context.clone(),
+                        reason: "no refresh token is stored".into(),
+                    })?;
+                match oauth.refresh(&rt) {
+                    Ok(r) => (r, Some(rt)),
+                    Err(Error::IdpRefused { code, .. }) if code == "invalid_grant" => {
+                        return self.after_invalid_grant(&rt, depth);
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                (oauth.machine_token()?, None)
+            };
+        drop(used_rt);
+        let tokens = response.into_token_set(current.map(|s| &s.tokens), Timestamp::now());
+        let expected = current.and_then(|s| s.file_id);
+        match self
+            .store
+            .save_if_unchanged(&key, &self.provider.context, &tokens, expected)?
+        {
+            SaveOutcome::Saved => {}
+            SaveOutcome::ChangedMeanwhile => log::warn!(
+                target: "qlam_auth",
+                "the credentials file {} was replaced by another program during the refresh; left it as it is",
+                self.credentials_path().display()
+            ),
+        }
+        Ok(tokens)
+    }
+
+    fn after_invalid_grant(&self, used: &Secret, depth: u8) -> Result<TokenSet> {
+        let expired = |reason: &str| Error::LoginExpired {
+            context: self.provider.context.clone(),
+            reason: reason.to_owned(),
+        };
+        let again = self.store.load(&self.provider.cache_key())?;
+        match again {
+            Some(s) if s.tokens.refresh_token.as_ref() != Some(used) => {
+                // Someone who takes no lock rotated it meanwhile.
+                if s.tokens
+                    .valid_for(Timestamp::now(), Duration::from_secs(60))
+                {
+                    return Ok(s.tokens);
+                }
+                if depth == 0 {
+                    return self.renew(Some(&s), 1);
+                }
+                Err(expired(
+                    "the identity provider refused the refresh token (invalid_grant)",
+                ))
+            }
+            _ => Err(expired(
+                "the identity provider refused the refresh token (invalid_grant)",
+            )),
+        }
+    }
+
+    /// Stores the result of an interactive login, under the lock.
+    pub fn save_login(&self, response: TokenResponse) -> Result<PathBuf> {
+        let key = self.provider.cache_key();
+        let _lock = self
+            .store
+            .lock(&key, Duration::from_secs(30), &mut |_| {})?;
+        let tokens = response.into_token_set(None, Timestamp::now());
+        self.store.save(&key, &self.provider.context, &tokens)
+    }
+
+    /// Deletes the stored login; revokes the refresh token first if `revoke` (best effort: a
+    /// revocation failure is returned alongside, the local credentials are removed anyway).
+    pub fn logout(&self, revoke: bool) -> Result<(bool, Option<Error>)> {
+        let key = self.provider.cache_key();
+        let _lock = self
+            .store
+            .lock(&key, Duration::from_secs(30), &mut |_| {})?;
+        let stored = self.store.load(&key)?;
+        let mut revoke_err = None;
+        if revoke && let Some(t) = stored.as_ref() {
+            let (tok, hint) = match &t.tokens.refresh_token {
+                Some(rt) => (rt.clone(), "refresh_token"),
+                None => (t.tokens.access_token.clone(), "access_token"),
+            };
+            if let Err(e) = self.oauth().and_then(|o| o.revoke(&tok, hint)) {
+                revoke_err = Some(e);
+            }
+        }
+        Ok((self.store.remove(&key)?, revoke_err))
+    }
+}
+
+/// Is this grant one we can renew without a person?
+pub fn renewable_without_user(g: GrantType) -> bool {
+    !g.is_user_flow()
+}

@@ -1,0 +1,565 @@
+//! `~/.qsh/config.json`, read as QLAM Core 0.10 reads it.
+//!
+//! Only what qlam-auth needs is interpreted (contexts, `current_context`,
+//! `defaults.auth_provider`, oauth providers); everything else is kept untouched so that a file
+//! rewritten by `qlam-auth config init` still loads in QLAM Core.
+
+use crate::fsutil::{self, Policy};
+use crate::paths::QshPaths;
+use crate::secret::Secret;
+use crate::{Error, Result};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// Largest config file we read.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Default scope of user flows (QLAM Core's).
+pub const DEFAULT_USER_SCOPE: &str = "openid email profile offline_access";
+
+/// The OAuth grant a provider uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantType {
+    /// RFC 8628, for users on a terminal.
+    DeviceCode,
+    /// RFC 6749 + PKCE, for users with a browser.
+    AuthorizationCode,
+    /// Machine to machine.
+    ClientCredentials,
+    /// RFC 8693.
+    TokenExchange,
+}
+
+impl GrantType {
+    /// The spelling in config.json.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GrantType::DeviceCode => "device_code",
+            GrantType::AuthorizationCode => "authorization_code",
+            GrantType::ClientCredentials => "client_credentials",
+            GrantType::TokenExchange => "token_exchange",
+        }
+    }
+
+    /// Parses the config.json spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "device_code" => GrantType::DeviceCode,
+            "authorization_code" => GrantType::AuthorizationCode,
+            "client_credentials" => GrantType::ClientCredentials,
+            "token_exchange" => GrantType::TokenExchange,
+            _ => return None,
+        })
+    }
+
+    /// True for grants that log a person in and keep a refresh token.
+    pub fn is_user_flow(&self) -> bool {
+        matches!(self, GrantType::DeviceCode | GrantType::AuthorizationCode)
+    }
+}
+
+/// Where a client secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Written in the config (discouraged; the file must then be private).
+    Literal(Secret),
+    /// `env:VARIABLE`, resolved when a token is requested.
+    Env(String),
+    /// `file:/path`, read when a token is requested (first line, trimmed).
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// Parses the config spelling: `env:VAR`, `file:/path`, or a literal.
+    pub fn parse(s: &str) -> Self {
+        if let Some(var) = s.strip_prefix("env:") {
+            SecretSource::Env(var.to_owned())
+        } else if let Some(p) = s.strip_prefix("file:") {
+            SecretSource::File(PathBuf::from(p))
+        } else {
+            SecretSource::Literal(Secret::new(s))
+        }
+    }
+
+    /// The secret itself; `field` names where it was configured, for messages.
+    pub fn resolve(&self, config_path: &Path, field: &str) -> Result<Secret> {
+        match self {
+            SecretSource::Literal(s) => Ok(s.clone()),
+            SecretSource::Env(var) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
+                _ => Err(Error::config(
+                    config_path,
+                    field,
+                    format!(
+                        "the client secret is taken from ${var}, which is unset or empty: export it"
+                    ),
+                )),
+            },
+            SecretSource::File(p) => {
+                let bytes = fsutil::read_file_following(p, Policy::PRIVATE, 64 * 1024)?
+                    .ok_or_else(|| {
+                        Error::config(
+                            config_path,
+                            field,
+                            format!("the secret file {} does not exist", p.display()),
+                        )
+                    })?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    Error::config(
+                        config_path,
+                        field,
+                        format!("the secret file {} is not UTF-8", p.display()),
+                    )
+                })?;
+                Ok(Secret::new(text.lines().next().unwrap_or("").trim()))
+            }
+        }
+    }
+}
+
+/// One oauth provider of one context, with everything needed to talk to its IdP.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The qsh context name.
+    pub context: String,
+    /// The provider's `name` (part of the credentials cache key).
+    pub name: String,
+    /// The issuer (`auth_base_url`), normalized: `https://host[:port][/path]`, no trailing slash.
+    pub issuer: String,
+    /// The OAuth client id.
+    pub client_id: String,
+    /// The client secret, if the client is confidential.
+    pub client_secret: Option<SecretSource>,
+    /// The grant.
+    pub grant_type: GrantType,
+    /// The scope to request (QLAM Core's default applied).
+    pub scope: Option<String>,
+    /// The API audience.
+    pub audience: Option<String>,
+    /// The Auth0 organization, if any.
+    pub tenant: Option<String>,
+    /// Token exchange: the subject token type.
+    pub subject_token_type: Option<String>,
+    /// Token exchange: `env:VAR` holding the subject token.
+    pub subject_token: Option<String>,
+    /// The file this came from (for messages).
+    pub config_path: PathBuf,
+}
+
+impl ProviderConfig {
+    /// QLAM Core's credentials cache key: `oauth_<context>_<provider name>`.
+    pub fn cache_key(&self) -> String {
+        format!("oauth_{}_{}", self.context, self.name)
+    }
+
+    /// The client secret, resolved now, if one is configured.
+    pub fn resolve_secret(&self) -> Result<Option<Secret>> {
+        self.client_secret
+            .as_ref()
+            .map(|s| s.resolve(&self.config_path, "client_secret"))
+            .transpose()
+    }
+}
+
+/// Normalizes an issuer: adds `https://` to a bare host, strips one trailing `/`, refuses
+/// anything but https (plain http only for a loopback host, and only if `allow_http_loopback`).
+pub fn normalize_issuer(
+    raw: &str,
+    allow_http_loopback: bool,
+) -> std::result::Result<String, String> {
+    let raw = raw.trim();
+    let with_scheme = if raw.contains("://") {
+        raw.to_owned()
+    } else {
+        format!("https://{raw}")
+    };
+    let url = with_scheme.trim_end_matches('/').to_owned();
+    let (scheme, rest) = url.split_once("://").ok_or("not a URL")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || rest.contains(['?', '#', ' ']) || host.contains('@') {
+        return Err(format!(
+            "'{raw}' is not an issuer URL (expected https://host[:port][/path])"
+        ));
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => Ok(url),
+        "http" if allow_http_loopback && is_loopback_host(host) => Ok(url),
+        "http" => Err(format!(
+            "'{raw}' uses plain http; identity providers must be reached over https"
+        )),
+        _ => Err(format!("'{raw}' is not an https URL")),
+    }
+}
+
+fn is_loopback_host(hostport: &str) -> bool {
+    let host = if let Some(h) = hostport.strip_prefix('[') {
+        h.split(']').next().unwrap_or("")
+    } else {
+        hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A loaded config.json.
+#[derive(Debug, Clone)]
+pub struct Config {
+    path: PathBuf,
+    root: Value,
+}
+
+fn field_str<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    path: &Path,
+    at: &str,
+) -> Result<Option<&'a str>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Error::config(
+            path,
+            format!("{at}.{key}"),
+            "must be a string",
+        )),
+    }
+}
+
+impl Config {
+    /// Loads the config file named by `paths`. A missing file is [`Error::Config`] with a hint.
+    pub fn load(paths: &QshPaths) -> Result<Self> {
+        let bytes = fsutil::read_file_following(
+            &paths.config_file,
+            Policy::NOT_WRITABLE_BY_OTHERS,
+            MAX_CONFIG_BYTES,
+        )?
+        .ok_or_else(|| {
+            Error::config(
+                &paths.config_file,
+                "",
+                "no qsh configuration found: create one with `qlam-auth config init --issuer URL \
+                     --client-id ID` (or `qsh config`), or set QSH_CONFIG_DIR",
+            )
+        })?;
+        Self::from_bytes(&paths.config_file, &bytes)
+    }
+
+    /// Parses config JSON that came from `path`.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let root: Value = serde_json::from_slice(bytes).map_err(|e| {
+            Error::config(
+                path,
+                "",
+                format!("not valid JSON (line {}, column {})", e.line(), e.column()),
+            )
+        })?;
+        let cfg = Config {
+            path: path.to_owned(),
+            root,
+        };
+        cfg.contexts()?;
+        Ok(cfg)
+    }
+
+    /// An empty config that will be written to `path`.
+    pub fn empty(path: &Path) -> Self {
+        Config {
+            path: path.to_owned(),
+            root: serde_json::json!({ "current_context": null, "contexts": [] }),
+        }
+    }
+
+    /// The file this config came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The raw JSON (for writers that keep unknown fields).
+    pub fn json(&self) -> &Value {
+        &self.root
+    }
+
+    /// The raw JSON, mutable.
+    pub fn json_mut(&mut self) -> &mut Value {
+        &mut self.root
+    }
+
+    fn contexts(&self) -> Result<&Vec<Value>> {
+        let obj = self
+            .root
+            .as_object()
+            .ok_or_else(|| Error::config(&self.path, "", "must be a JSON object"))?;
+        match obj.get("contexts") {
+            Some(Value::Array(a)) => Ok(a),
+            None => Err(Error::config(
+                &self.path,
+                "contexts",
+                "missing: the config must list its contexts",
+            )),
+            Some(_) => Err(Error::config(&self.path, "contexts", "must be a list")),
+        }
+    }
+
+    /// `current_context`, if set.
+    pub fn current_context(&self) -> Option<&str> {
+        self.root.get("current_context").and_then(Value::as_str)
+    }
+
+    /// The names of all contexts, in file order.
+    pub fn context_names(&self) -> Vec<String> {
+        self.contexts()
+            .map(|cs| {
+                cs.iter()
+                    .filter_map(|c| c.get("name")?.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The oauth provider of `context` (default: `current_context`), as `defaults.auth_provider`
+    /// names it (if unset: the context's only oauth provider).
+    pub fn provider(&self, context: Option<&str>) -> Result<ProviderConfig> {
+        let name = match context.filter(|c| !c.is_empty()) {
+            Some(c) => c,
+            None => self.current_context().ok_or_else(|| {
+                Error::config(&self.path, "current_context", "no current context is set: pass --context NAME or set one with `qsh config use-context NAME`")
+            })?,
+        };
+        let contexts = self.contexts()?;
+        let (idx, ctx) = contexts
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.get("name").and_then(Value::as_str) == Some(name))
+            .ok_or_else(|| {
+                Error::config(
+                    &self.path,
+                    "contexts",
+                    format!(
+                        "there is no context named '{name}' (known: {})",
+                        self.context_names().join(", ")
+                    ),
+                )
+            })?;
+        let at = format!("contexts[{idx}]");
+        let ctx = ctx
+            .as_object()
+            .ok_or_else(|| Error::config(&self.path, &at, "must be an object"))?;
+        let wanted = match ctx.get("defaults") {
+            Some(Value::Object(d)) => {
+                field_str(d, "auth_provider", &self.path, &format!("{at}.defaults"))?
+            }
+            None | Some(Value::Null) => None,
+            Some(_) => {
+                return Err(Error::config(
+                    &self.path,
+                    format!("{at}.defaults"),
+                    "must be an object",
+                ));
+            }
+        };
+        let providers = match ctx.get("auth_providers") {
+            Some(Value::Array(a)) => a.as_slice(),
+            None | Some(Value::Null) => &[],
+            Some(_) => {
+                return Err(Error::config(
+                    &self.path,
+                    format!("{at}.auth_providers"),
+                    "must be a list",
+                ));
+            }
+        };
+        let oauth: Vec<(usize, &Map<String, Value>)> = providers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_object().map(|o| (i, o)))
+            .filter(|(_, p)| p.get("provider").and_then(Value::as_str) == Some("oauth"))
+            .collect();
+        let (pidx, p) = match wanted {
+            Some(w) => *oauth
+                .iter()
+                .find(|(_, p)| p.get("name").and_then(Value::as_str) == Some(w))
+                .ok_or_else(|| {
+                    Error::config(
+                        &self.path,
+                        format!("{at}.defaults.auth_provider"),
+                        format!(
+                            "names '{w}', but context '{name}' has no oauth provider of that name"
+                        ),
+                    )
+                })?,
+            None if oauth.len() == 1 => oauth[0],
+            None => {
+                return Err(Error::config(
+                    &self.path,
+                    format!("{at}.defaults.auth_provider"),
+                    format!(
+                        "context '{name}' has {} oauth providers: name the one to use here",
+                        oauth.len()
+                    ),
+                ));
+            }
+        };
+        self.parse_provider(name, p, &format!("{at}.auth_providers[{pidx}]"))
+    }
+
+    fn parse_provider(
+        &self,
+        context: &str,
+        p: &Map<String, Value>,
+        at: &str,
+    ) -> Result<ProviderConfig> {
+        let path = &self.path;
+        let get = |k: &str| field_str(p, k, path, at);
+        let need = |k: &str| -> Result<String> {
+            get(k)?
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    Error::config(
+                        path,
+                        format!("{at}.{k}"),
+                        "is required for an oauth provider",
+                    )
+                })
+        };
+        let name = need("name")?;
+        let client_id = need("client_id")?;
+        let raw_issuer = need("auth_base_url")?;
+        let issuer = normalize_issuer(&raw_issuer, allow_http_loopback_from_env())
+            .map_err(|m| Error::config(path, format!("{at}.auth_base_url"), m))?;
+        let client_secret = get("client_secret")?.map(SecretSource::parse);
+        let grant_type = match get("grant_type")? {
+            None => GrantType::AuthorizationCode,
+            Some(g) => GrantType::parse(g).ok_or_else(|| {
+                Error::config(path, format!("{at}.grant_type"), format!("'{g}' is not one of device_code, authorization_code, client_credentials, token_exchange"))
+            })?,
+        };
+        if grant_type == GrantType::ClientCredentials && client_secret.is_none() {
+            return Err(Error::config(
+                path,
+                format!("{at}.client_secret"),
+                "is required for client_credentials",
+            ));
+        }
+        let scope = match get("scope")? {
+            Some(s) => Some(s.to_owned()),
+            None => {
+                let m2m = grant_type == GrantType::ClientCredentials
+                    || (client_secret.is_some() && grant_type != GrantType::DeviceCode);
+                (!(m2m || grant_type == GrantType::TokenExchange))
+                    .then(|| DEFAULT_USER_SCOPE.to_owned())
+            }
+        };
+        Ok(ProviderConfig {
+            context: context.to_owned(),
+            name,
+            issuer,
+            client_id,
+            client_secret,
+            grant_type,
+            scope,
+            audience: get("audience")?.map(str::to_owned),
+            tenant: get("tenant")?.map(str::to_owned),
+            subject_token_type: get("subject_token_type")?.map(str::to_owned),
+            subject_token: get("subject_token")?.map(str::to_owned),
+            config_path: path.clone(),
+        })
+    }
+}
+
+/// `QLAM_AUTH_ALLOW_HTTP_LOOPBACK=1` permits `http://127.0.0.1...` issuers (development only).
+pub fn allow_http_loopback_from_env() -> bool {
+    std::env::var("QLAM_AUTH_ALLOW_HTTP_LOOPBACK").is_ok_and(|v| v == "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(json: &str) -> Result<Config> {
+        Config::from_bytes(Path::new("/t/config.json"), json.as_bytes())
+    }
+
+    const GOOD: &str = r#"{
+      "current_context": "prod",
+      "contexts": [
+        {"name": "prod", "qpu": "q1",
+         "defaults": {"api_base_url": "https://api.example", "auth_provider": "quera"},
+         "auth_providers": [
+           {"provider": "basic", "name": "b", "username": "u", "password": "p"},
+           {"provider": "oauth", "name": "quera", "auth_base_url": "https://idp.example/",
+            "client_id": "cli", "client_secret": null, "grant_type": "device_code",
+            "scope": null, "audience": "https://api.example", "tenant": "t1"}]},
+        {"name": "m2m", "qpu": "q1",
+         "auth_providers": [{"provider": "oauth", "name": "svc", "auth_base_url": "idp.example",
+            "client_id": "svc", "client_secret": "env:SVC_SECRET", "grant_type": "client_credentials"}]}
+      ]}"#;
+
+    #[test]
+    fn reads_current_context_provider() {
+        let p = cfg(GOOD).unwrap().provider(None).unwrap();
+        assert_eq!(p.context, "prod");
+        assert_eq!(p.name, "quera");
+        assert_eq!(p.issuer, "https://idp.example");
+        assert_eq!(p.grant_type, GrantType::DeviceCode);
+        assert_eq!(p.scope.as_deref(), Some(DEFAULT_USER_SCOPE));
+        assert_eq!(p.tenant.as_deref(), Some("t1"));
+        assert_eq!(p.cache_key(), "oauth_prod_quera");
+    }
+
+    #[test]
+    fn named_context_with_single_provider_and_env_secret() {
+        let p = cfg(GOOD).unwrap().provider(Some("m2m")).unwrap();
+        assert_eq!(p.issuer, "https://idp.example");
+        assert_eq!(p.scope, None);
+        assert_eq!(
+            p.client_secret,
+            Some(SecretSource::Env("SVC_SECRET".into()))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = cfg(GOOD)
+            .unwrap()
+            .provider(Some("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no context named 'nope'") && e.contains("prod, m2m"),
+            "{e}"
+        );
+        let bad = GOOD.replace("\"client_id\": \"cli\"", "\"client_id\": 7");
+        let e = cfg(&bad).unwrap().provider(None).unwrap_err().to_string();
+        assert!(
+            e.contains("contexts[0].auth_providers[1].client_id") && e.contains("string"),
+            "{e}"
+        );
+        let e = cfg("{nope").unwrap_err().to_string();
+        assert!(
+            e.contains("not valid JSON") && e.contains("/t/config.json"),
+            "{e}"
+        );
+        let http = GOOD.replace("https://idp.example/", "http://idp.example");
+        let e = cfg(&http).unwrap().provider(None).unwrap_err().to_string();
+        assert!(e.contains("plain http"), "{e}");
+    }
+
+    #[test]
+    fn issuer_normalization() {
+        assert_eq!(
+            normalize_issuer("idp.example:8443", false).unwrap(),
+            "https://idp.example:8443"
+        );
+        assert!(normalize_issuer("http://127.0.0.1:9", false).is_err());
+        assert_eq!(
+            normalize_issuer("http://127.0.0.1:9/", true).unwrap(),
+            "http://127.0.0.1:9"
+        );
+        assert!(normalize_issuer("http://evil.example", true).is_err());
+        assert!(normalize_issuer("https://user@evil.example", false).is_err());
+        assert!(normalize_issuer("ftp://x", false).is_err());
+    }
+}

@@ -1,0 +1,277 @@
+//! A blocking HTTPS client that never starts a thread.
+//!
+//! ureq (rustls, ring) with: a resolver that looks names up on the calling thread (ureq's own
+//! spawns a thread to time out `getaddrinfo`, which would outlive the call inside a forking
+//! slurmstepd), redirects off, connect and total timeouts on every request, a cap on body size,
+//! and trust anchors from the system bundle plus `SSL_CERT_FILE` plus an optional site bundle.
+//!
+//! The [`HttpClient`] trait lets unit tests use an in-process fake; integration tests use the
+//! real client against the real test IdP.
+
+use crate::{Error, Result};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+
+/// Largest response body we read.
+pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
+
+/// System trust anchors (Debian's ca-certificates bundle).
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// How to reach identity providers.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Bound on one whole request (connect, TLS, send, receive).
+    pub timeout: Duration,
+    /// Bound on establishing the connection.
+    pub connect_timeout: Duration,
+    /// An extra CA bundle (PEM) to trust, besides the system roots and `SSL_CERT_FILE`.
+    pub ca_bundle: Option<PathBuf>,
+    /// If set, only these issuers may be used (exact match after normalization).
+    pub allowed_issuers: Option<Vec<String>>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(5),
+            ca_bundle: None,
+            allowed_issuers: None,
+        }
+    }
+}
+
+/// A response, with the few headers we use.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// `Date`, if any (for clock-skew checks).
+    pub date: Option<String>,
+    /// `Retry-After`, if any.
+    pub retry_after: Option<String>,
+    /// The body (at most [`MAX_BODY_BYTES`]).
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// True if the content type says JSON.
+    pub fn is_json(&self) -> bool {
+        self.content_type
+            .as_deref()
+            .is_some_and(|c| c.to_ascii_lowercase().contains("json"))
+    }
+}
+
+/// The requests the OAuth code makes.
+pub trait HttpClient: std::fmt::Debug {
+    /// GET `url`.
+    fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse>;
+    /// POST `form` (application/x-www-form-urlencoded) to `url`.
+    fn post_form(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        form: &[(&str, &str)],
+    ) -> Result<HttpResponse>;
+}
+
+/// Resolves on the calling thread. DNS time is bounded by the resolver's own settings
+/// (`/etc/resolv.conf` `timeout:`/`attempts:`), not by us; sites that care use an IP address or
+/// `/etc/hosts` for the issuer.
+#[derive(Debug)]
+struct SameThreadResolver;
+
+impl Resolver for SameThreadResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        _config: &ureq::config::Config,
+        _timeout: NextTimeout,
+    ) -> std::result::Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
+        let mut out = self.empty();
+        let addrs: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(ureq::Error::Io)?
+            .collect();
+        for a in addrs.into_iter().take(16) {
+            out.push(a);
+        }
+        if out.is_empty() {
+            Err(ureq::Error::HostNotFound)
+        } else {
+            Ok(out)
+        }
+    }
+}
+
+/// The real client.
+#[derive(Debug, Clone)]
+pub struct UreqClient {
+    agent: ureq::Agent,
+}
+
+fn load_pem_file(
+    path: &std::path::Path,
+    out: &mut Vec<ureq::tls::Certificate<'static>>,
+) -> std::io::Result<usize> {
+    let bytes = std::fs::read(path)?;
+    let mut n = 0;
+    for item in ureq::tls::parse_pem(&bytes) {
+        if let Ok(ureq::tls::PemItem::Certificate(c)) = item {
+            out.push(c);
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+impl UreqClient {
+    /// Builds a client. Fails if a configured CA bundle cannot be read.
+    pub fn new(settings: &HttpSettings) -> Result<Self> {
+        let mut roots = Vec::new();
+        // The system bundle may be absent in minimal containers; that is fine if another is given.
+        let _ = load_pem_file(std::path::Path::new(SYSTEM_CA_BUNDLE), &mut roots);
+        let mut extra: Vec<PathBuf> = settings.ca_bundle.iter().cloned().collect();
+        if let Some(p) = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty()) {
+            extra.push(PathBuf::from(p));
+        }
+        for p in extra {
+            match load_pem_file(&p, &mut roots) {
+                Ok(n) if n > 0 => {}
+                Ok(_) => {
+                    return Err(Error::config(
+                        &p,
+                        "",
+                        "this CA bundle holds no PEM certificate",
+                    ));
+                }
+                Err(e) => {
+                    return Err(Error::config(
+                        &p,
+                        "",
+                        format!("cannot read this CA bundle: {e}"),
+                    ));
+                }
+            }
+        }
+        if roots.is_empty() {
+            return Err(Error::config(
+                SYSTEM_CA_BUNDLE,
+                "",
+                "no trusted CA certificates: install ca-certificates or set SSL_CERT_FILE",
+            ));
+        }
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+            .build();
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(settings.timeout))
+            .timeout_connect(Some(settings.connect_timeout))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent(concat!("qlam-auth/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls)
+            .build();
+        let agent =
+            ureq::Agent::with_parts(config, DefaultConnector::default(), SameThreadResolver);
+        Ok(UreqClient { agent })
+    }
+
+    fn finish(
+        &self,
+        url: &str,
+        res: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<HttpResponse> {
+        let mut res = res.map_err(|e| transport_error(url, &e))?;
+        let header = |name: &str| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (content_type, date, retry_after) = (
+            header("content-type"),
+            header("date"),
+            header("retry-after"),
+        );
+        let status = res.status().as_u16();
+        let body = res
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY_BYTES)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => Error::IdpBadResponse {
+                    url: url.to_owned(),
+                    detail: format!("the answer is larger than {MAX_BODY_BYTES} bytes"),
+                },
+                e => transport_error(url, &e),
+            })?;
+        Ok(HttpResponse {
+            status,
+            content_type,
+            date,
+            retry_after,
+            body,
+        })
+    }
+}
+
+fn transport_error(url: &str, e: &ureq::Error) -> Error {
+    let detail = match e {
+        ureq::Error::Timeout(t) => format!("timed out ({t})"),
+        ureq::Error::HostNotFound => "host not found".to_owned(),
+        ureq::Error::Io(io) => format!("{}", io.kind()),
+        ureq::Error::Tls(t) => format!("TLS: {t}"),
+        ureq::Error::Rustls(t) => format!("TLS: {t}"),
+        other => other.to_string(),
+    };
+    Error::IdpUnreachable {
+        url: url.to_owned(),
+        detail,
+    }
+}
+
+impl HttpClient for UreqClient {
+    fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
+        let mut req = self.agent.get(url).header("Accept", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.finish(url, req.call())
+    }
+
+    fn post_form(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        form: &[(&str, &str)],
+    ) -> Result<HttpResponse> {
+        let mut req = self.agent.post(url).header("Accept", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send_form(form.iter().copied());
+        self.finish(url, res)
+    }
+}
+
+/// Shared handle to a client.
+pub type SharedHttp = Arc<dyn HttpClient + Send + Sync>;

@@ -1,0 +1,30 @@
+//! token-core: the heart of qlam-auth, with no Slurm in it.
+//!
+//! * [`paths`] and [`config`] read `~/.qsh` exactly as QLAM Core 0.10 does.
+//! * [`store`] reads and writes QLAM Core's v1 credentials files: locked, atomic, durable and
+//!   permission-checked; [`lock`] is the per-credentials-file lock.
+//! * [`oauth`] speaks the OAuth 2.0 grants (device code, authorization code + PKCE, refresh with
+//!   rotation, client credentials, token exchange, revocation) over [`http`], a blocking client
+//!   that never starts a thread.
+//! * [`broker`] is the single-flight "give me a valid access token" that every front end uses.
+//! * [`deliver`] writes tokens into private per-job files.
+//!
+//! Secrets live in [`secret::Secret`], which never prints and zeroizes on drop.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod broker;
+pub mod config;
+pub mod deliver;
+mod error;
+pub mod fsutil;
+pub mod http;
+pub mod jwt;
+pub mod lock;
+pub mod oauth;
+pub mod paths;
+pub mod secret;
+pub mod store;
+pub mod time;
+
+pub use error::{Error, Result};

@@ -1,0 +1,628 @@
+//! OAuth 2.0 grants, to the letter of the RFCs, over [`crate::http::HttpClient`].
+//!
+//! * discovery: OpenID Connect Discovery, cached per process;
+//! * [`device`]: RFC 8628 device authorization grant;
+//! * [`pkce`]: RFC 6749 authorization code + RFC 7636 PKCE with an RFC 8252 loopback redirect;
+//! * refresh (RFC 6749 §6, with rotation), client credentials (§4.4), token exchange (RFC 8693),
+//!   revocation (RFC 7009).
+//!
+//! Error responses are classified by their `error` field only; bodies are never logged or
+//! carried in errors (an IdP may echo what it was sent).
+
+pub mod device;
+mod form;
+pub mod pkce;
+
+pub use form::{percent_decode, percent_encode};
+
+use crate::config::{GrantType, ProviderConfig, normalize_issuer};
+use crate::http::{HttpResponse, SharedHttp};
+use crate::secret::Secret;
+use crate::store::TokenSet;
+use crate::time::Timestamp;
+use crate::{Error, Result};
+use base64::Engine;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The endpoints of an identity provider.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// The issuer, as the IdP states it.
+    pub issuer: String,
+    /// Token endpoint.
+    pub token_endpoint: String,
+    /// Authorization endpoint (browser login).
+    pub authorization_endpoint: Option<String>,
+    /// Device authorization endpoint (RFC 8628).
+    pub device_authorization_endpoint: Option<String>,
+    /// Revocation endpoint (RFC 7009).
+    pub revocation_endpoint: Option<String>,
+    /// Userinfo endpoint.
+    pub userinfo_endpoint: Option<String>,
+    /// Introspection endpoint (RFC 7662).
+    pub introspection_endpoint: Option<String>,
+    /// Client authentication methods the token endpoint accepts.
+    pub token_endpoint_auth_methods: Vec<String>,
+}
+
+/// A successful token response.
+#[derive(Debug, Clone)]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: Secret,
+    /// Token type (`Bearer`).
+    pub token_type: String,
+    /// Lifetime in seconds.
+    pub expires_in: Option<i64>,
+    /// A (new) refresh token.
+    pub refresh_token: Option<Secret>,
+    /// An ID token.
+    pub id_token: Option<Secret>,
+    /// Granted scope.
+    pub scope: Option<String>,
+}
+
+impl TokenResponse {
+    /// Builds what the store keeps. With rotation the new refresh token replaces the old one; a
+    /// response without one keeps the previous refresh token (and ID token and scope).
+    pub fn into_token_set(self, previous: Option<&TokenSet>, now: Timestamp) -> TokenSet {
+        TokenSet {
+            access_token: self.access_token,
+            token_type: self.token_type,
+            expires_in: self.expires_in,
+            refresh_token: self
+                .refresh_token
+                .or_else(|| previous.and_then(|p| p.refresh_token.clone())),
+            id_token: self
+                .id_token
+                .or_else(|| previous.and_then(|p| p.id_token.clone())),
+            scope: self
+                .scope
+                .or_else(|| previous.and_then(|p| p.scope.clone())),
+            created_at: now,
+        }
+    }
+}
+
+/// How the client secret is sent to the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// HTTP Basic (`client_secret_basic`), the RFC's default.
+    Basic,
+    /// In the form body (`client_secret_post`).
+    Post,
+}
+
+/// The parameter that names the API a token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudienceParam {
+    /// `audience=` (Auth0, the IdP behind QLAM).
+    Audience,
+    /// `resource=` (RFC 8707).
+    Resource,
+}
+
+impl AudienceParam {
+    fn name(self) -> &'static str {
+        match self {
+            AudienceParam::Audience => "audience",
+            AudienceParam::Resource => "resource",
+        }
+    }
+
+    /// From `QLAM_AUTH_AUDIENCE_PARAM` (`audience` or `resource`); default `audience`.
+    pub fn from_env() -> Self {
+        match std::env::var("QLAM_AUTH_AUDIENCE_PARAM").as_deref() {
+            Ok("resource") => AudienceParam::Resource,
+            _ => AudienceParam::Audience,
+        }
+    }
+}
+
+static DISCOVERY_CACHE: Mutex<Option<HashMap<String, (Discovery, Instant)>>> = Mutex::new(None);
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+
+/// Talks to one provider's IdP.
+#[derive(Debug)]
+pub struct OAuthClient {
+    http: SharedHttp,
+    provider: ProviderConfig,
+    /// How long a call may take in all, retries included.
+    budget: Duration,
+    /// Secret transmission; `None` = pick from discovery (basic preferred).
+    pub client_auth: Option<ClientAuth>,
+    /// Audience parameter name.
+    pub audience_param: AudienceParam,
+    allow_http_loopback: bool,
+}
+
+impl OAuthClient {
+    /// A client for `provider`; each call (retries included) stays within `budget`.
+    pub fn new(http: SharedHttp, provider: ProviderConfig, budget: Duration) -> Self {
+        OAuthClient {
+            http,
+            provider,
+            budget,
+            client_auth: None,
+            audience_param: AudienceParam::from_env(),
+            allow_http_loopback: crate::config::allow_http_loopback_from_env(),
+        }
+    }
+
+    /// The provider.
+    pub fn provider(&self) -> &ProviderConfig {
+        &self.provider
+    }
+
+    /// The IdP's endpoints (OIDC discovery), cached in this process for an hour.
+    pub fn discovery(&self) -> Result<Discovery> {
+        let key = self.provider.issuer.clone();
+        {
+            let cache = DISCOVERY_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((d, at)) = cache.as_ref().and_then(|c| c.get(&key))
+                && at.elapsed() < DISCOVERY_TTL
+            {
+                return Ok(d.clone());
+            }
+        }
+        let d = self.fetch_discovery()?;
+        let mut cache = DISCOVERY_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get_or_insert_with(HashMap::new)
+            .insert(key, (d.clone(), Instant::now()));
+        Ok(d)
+    }
+
+    fn fetch_discovery(&self) -> Result<Discovery> {
+        let url = format!("{}/.well-known/openid-configuration", self.provider.issuer);
+        let res = self.http.get(&url, &[])?;
+        if res.status != 200 {
+            return Err(bad(&url, &res, "discovery failed"));
+        }
+        let v = json_object(&url, &res)?;
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        let issuer = s("issuer").ok_or_else(|| Error::IdpBadResponse {
+            url: url.clone(),
+            detail: "no issuer in discovery".into(),
+        })?;
+        if issuer.trim_end_matches('/') != self.provider.issuer {
+            return Err(Error::IdpBadResponse {
+                url,
+                detail: format!(
+                    "it calls itself '{issuer}', not '{}' (check auth_base_url)",
+                    self.provider.issuer
+                ),
+            });
+        }
+        let check = |k: &str| -> Result<Option<String>> {
+            match s(k) {
+                None => Ok(None),
+                Some(e) => normalize_issuer(&e, self.allow_http_loopback)
+                    .map(|_| Some(e))
+                    .map_err(|m| Error::IdpBadResponse {
+                        url: url.clone(),
+                        detail: format!("{k}: {m}"),
+                    }),
+            }
+        };
+        let token_endpoint = check("token_endpoint")?.ok_or_else(|| Error::IdpBadResponse {
+            url: url.clone(),
+            detail: "no token_endpoint in discovery".into(),
+        })?;
+        let methods = v
+            .get("token_endpoint_auth_methods_supported")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Discovery {
+            issuer,
+            token_endpoint,
+            authorization_endpoint: check("authorization_endpoint")?,
+            device_authorization_endpoint: check("device_authorization_endpoint")?,
+            revocation_endpoint: check("revocation_endpoint")?,
+            userinfo_endpoint: check("userinfo_endpoint")?,
+            introspection_endpoint: check("introspection_endpoint")?,
+            token_endpoint_auth_methods: methods,
+        })
+    }
+
+    fn client_auth(&self, d: &Discovery) -> ClientAuth {
+        self.client_auth.unwrap_or_else(|| {
+            let has = |m: &str| d.token_endpoint_auth_methods.iter().any(|x| x == m);
+            if !has("client_secret_basic") && has("client_secret_post") {
+                ClientAuth::Post
+            } else {
+                ClientAuth::Basic
+            }
+        })
+    }
+
+    /// POSTs a form to `url` with client authentication, retrying 429/5xx within the budget.
+    pub(crate) fn post_authenticated(
+        &self,
+        url: &str,
+        d: &Discovery,
+        mut form: Vec<(&str, String)>,
+    ) -> Result<HttpResponse> {
+        let secret = self.provider.resolve_secret()?;
+        let mut headers: Vec<(&str, String)> = Vec::new();
+        match (&secret, self.client_auth(d)) {
+            (Some(s), ClientAuth::Basic) => {
+                let raw = format!(
+                    "{}:{}",
+                    percent_encode(&self.provider.client_id),
+                    percent_encode(s.expose())
+                );
+                let basic = zeroize::Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD.encode(raw.as_bytes()),
+                );
+                headers.push(("Authorization", format!("Basic {}", basic.as_str())));
+            }
+            (Some(s), ClientAuth::Post) => {
+                form.push(("client_id", self.provider.client_id.clone()));
+                form.push(("client_secret", s.expose().to_owned()));
+            }
+            (None, _) => form.push(("client_id", self.provider.client_id.clone())),
+        }
+        let form_ref: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let header_ref: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let start = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let res = self.http.post_form(url, &header_ref, &form_ref)?;
+            let retryable = res.status == 429 || (500..=599).contains(&res.status);
+            if !retryable || attempt >= 2 {
+                return Ok(res);
+            }
+            let wait = retry_wait(res.retry_after.as_deref(), attempt);
+            if start.elapsed() + wait >= self.budget / 2 {
+                return Ok(res);
+            }
+            log::warn!(target: "qlam_auth", "{url} answered HTTP {}; retrying in {} ms", res.status, wait.as_millis());
+            std::thread::sleep(wait);
+            attempt += 1;
+        }
+    }
+
+    /// POSTs a token request and parses the answer.
+    fn token_request(&self, form: Vec<(&str, String)>) -> Result<TokenResponse> {
+        let d = self.discovery()?;
+        let res = self.post_authenticated(&d.token_endpoint, &d, form)?;
+        parse_token_response(&d.token_endpoint, &res)
+    }
+
+    fn audience_form(&self, form: &mut Vec<(&'static str, String)>) {
+        if let Some(a) = &self.provider.audience {
+            form.push((self.audience_param.name(), a.clone()));
+        }
+    }
+
+    /// Refresh-token grant. With rotation the answer carries a new refresh token and the one sent
+    /// is spent: persist the answer before anything else.
+    pub fn refresh(&self, refresh_token: &Secret) -> Result<TokenResponse> {
+        let mut form = vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", refresh_token.expose().to_owned()),
+        ];
+        if let Some(t) = &self.provider.tenant {
+            form.push(("organization", t.clone()));
+        }
+        self.token_request(form)
+    }
+
+    /// Client-credentials grant.
+    pub fn client_credentials(&self) -> Result<TokenResponse> {
+        let mut form = vec![("grant_type", "client_credentials".to_owned())];
+        self.audience_form(&mut form);
+        if let Some(s) = &self.provider.scope {
+            form.push(("scope", s.clone()));
+        }
+        self.token_request(form)
+    }
+
+    /// Token exchange (RFC 8693): trade `subject_token` of `subject_token_type` for an access token.
+    pub fn token_exchange(
+        &self,
+        subject_token: &Secret,
+        subject_token_type: &str,
+    ) -> Result<TokenResponse> {
+        let mut form = vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
+            ),
+            ("subject_token", subject_token.expose().to_owned()),
+            ("subject_token_type", subject_token_type.to_owned()),
+        ];
+        self.audience_form(&mut form);
+        if let Some(s) = &self.provider.scope {
+            form.push(("scope", s.clone()));
+        }
+        self.token_request(form)
+    }
+
+    /// The token for a non-interactive grant (client credentials, token exchange).
+    pub fn machine_token(&self) -> Result<TokenResponse> {
+        match self.provider.grant_type {
+            GrantType::ClientCredentials => self.client_credentials(),
+            GrantType::TokenExchange => {
+                let p = &self.provider;
+                let var = p
+                    .subject_token
+                    .as_deref()
+                    .and_then(|s| s.strip_prefix("env:"))
+                    .ok_or_else(|| {
+                        Error::config(
+                            &p.config_path,
+                            "subject_token",
+                            "token_exchange needs subject_token: env:VARIABLE",
+                        )
+                    })?;
+                let subject = std::env::var(var)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| {
+                        Error::config(
+                            &p.config_path,
+                            "subject_token",
+                            format!("${var} is unset or empty"),
+                        )
+                    })?;
+                let ty = p
+                    .subject_token_type
+                    .as_deref()
+                    .unwrap_or("urn:ietf:params:oauth:token-type:jwt");
+                self.token_exchange(&Secret::new(subject), ty)
+            }
+            g => Err(Error::config(
+                &self.provider.config_path,
+                "grant_type",
+                format!("{} needs an interactive login", g.as_str()),
+            )),
+        }
+    }
+
+    /// Revokes a token (RFC 7009). `Ok(false)` if the IdP has no revocation endpoint.
+    pub fn revoke(&self, token: &Secret, hint: &str) -> Result<bool> {
+        let d = self.discovery()?;
+        let Some(url) = d.revocation_endpoint.clone() else {
+            return Ok(false);
+        };
+        let form = vec![
+            ("token", token.expose().to_owned()),
+            ("token_type_hint", hint.to_owned()),
+        ];
+        let res = self.post_authenticated(&url, &d, form)?;
+        // RFC 7009 §2.2: 200 also for tokens that were already invalid.
+        match res.status {
+            200 => Ok(true),
+            _ => Err(oauth_error(&url, &res)),
+        }
+    }
+
+    /// The userinfo claims for an access token.
+    pub fn userinfo(&self, access_token: &Secret) -> Result<Value> {
+        let d = self.discovery()?;
+        let url = d
+            .userinfo_endpoint
+            .clone()
+            .ok_or_else(|| Error::IdpBadResponse {
+                url: self.provider.issuer.clone(),
+                detail: "the IdP has no userinfo endpoint".into(),
+            })?;
+        let auth = format!("Bearer {}", access_token.expose());
+        let res = self.http.get(&url, &[("Authorization", &auth)])?;
+        if res.status != 200 {
+            return Err(oauth_error(&url, &res));
+        }
+        json_object(&url, &res)
+    }
+}
+
+fn retry_wait(retry_after: Option<&str>, attempt: u32) -> Duration {
+    let base = retry_after
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_millis(250 << attempt));
+    let jitter = Duration::from_millis(u64::from(
+        crate::fsutil::random_suffix().as_bytes()[1] % 100,
+    ));
+    base.min(Duration::from_secs(5)) + jitter
+}
+
+fn json_object(url: &str, res: &HttpResponse) -> Result<Value> {
+    let v: Value =
+        serde_json::from_slice(&res.body).map_err(|_| bad(url, res, "the answer is not JSON"))?;
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err(bad(url, res, "the answer is not a JSON object"))
+    }
+}
+
+fn bad(url: &str, res: &HttpResponse, what: &str) -> Error {
+    Error::IdpBadResponse {
+        url: url.to_owned(),
+        detail: format!(
+            "{what}: HTTP {}, content type {}",
+            res.status,
+            res.content_type.as_deref().unwrap_or("none")
+        ),
+    }
+}
+
+/// Keeps printable ASCII, at most 160 characters: error descriptions are the IdP's text.
+fn clean(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(160)
+        .collect()
+}
+
+/// Turns a non-success answer into an error: an OAuth error object if there is one, else a
+/// description of what came back (status, content type), never the body.
+pub(crate) fn oauth_error(url: &str, res: &HttpResponse) -> Error {
+    let parsed: Option<Value> = serde_json::from_slice(&res.body).ok();
+    let code = parsed
+        .as_ref()
+        .and_then(|v| v.get("error"))
+        .and_then(Value::as_str);
+    match code {
+        Some(code) if (400..500).contains(&res.status) => Error::IdpRefused {
+            url: url.to_owned(),
+            code: clean(code),
+            description: parsed
+                .as_ref()
+                .and_then(|v| v.get("error_description"))
+                .and_then(Value::as_str)
+                .map(clean)
+                .filter(|d| !d.is_empty()),
+        },
+        _ if res.status == 429 || res.status >= 500 => Error::IdpUnreachable {
+            url: url.to_owned(),
+            detail: format!("HTTP {} (busy or failing, try again later)", res.status),
+        },
+        _ => bad(url, res, "unexpected answer"),
+    }
+}
+
+/// Parses a token endpoint answer (RFC 6749 §5.1/§5.2).
+pub fn parse_token_response(url: &str, res: &HttpResponse) -> Result<TokenResponse> {
+    if res.status != 200 {
+        return Err(oauth_error(url, res));
+    }
+    let v = json_object(url, res)?;
+    let str_of = |k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let access_token =
+        str_of("access_token").ok_or_else(|| bad(url, res, "no access_token in the answer"))?;
+    let expires_in = match v.get("expires_in") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        Some(_) => None,
+    }
+    .filter(|e| *e >= 0);
+    let scope = match v.get("scope") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        _ => None,
+    };
+    Ok(TokenResponse {
+        access_token: Secret::new(access_token),
+        token_type: str_of("token_type").unwrap_or("Bearer").to_owned(),
+        expires_in,
+        refresh_token: str_of("refresh_token").map(Secret::new),
+        id_token: str_of("id_token").map(Secret::new),
+        scope,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(status: u16, ct: &str, body: &str) -> HttpResponse {
+        HttpResponse {
+            status,
+            content_type: Some(ct.into()),
+            date: None,
+            retry_after: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn token_response_parsing() {
+        let t = parse_token_response(
+            "u",
+            &res(
+                200,
+                "application/json",
+                r#"{"access_token":"a","expires_in":"60","token_type":"bearer"}"#,
+            ),
+        )
+        .unwrap();
+        assert_eq!(t.expires_in, Some(60));
+        assert!(t.refresh_token.is_none());
+        let e = parse_token_response(
+            "u",
+            &res(
+                400,
+                "application/json",
+                r#"{"error":"invalid_grant","error_description":"grant request is invalid"}"#,
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, Error::IdpRefused { code, .. } if code == "invalid_grant"),
+            "{e:?}"
+        );
+        let e = parse_token_response(
+            "u",
+            &res(502, "text/html", "<html>secret-looking body</html>"),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::IdpUnreachable { .. }));
+        assert!(!e.to_string().contains("secret-looking"));
+        let e = parse_token_response("u", &res(200, "text/html", "<html>")).unwrap_err();
+        assert!(
+            matches!(e, Error::IdpBadResponse { .. }) && e.to_string().contains("not JSON"),
+            "{e}"
+        );
+        let e = parse_token_response("u", &res(200, "application/json", r#"{"token":"x"}"#))
+            .unwrap_err();
+        assert!(e.to_string().contains("no access_token"));
+    }
+
+    #[test]
+    fn rotation_keeps_old_refresh_token_when_none_is_returned() {
+        let prev = TokenResponse {
+            access_token: Secret::new("a1"),
+            token_type: "Bearer".into(),
+            expires_in: Some(60),
+            refresh_token: Some(Secret::new("r1")),
+            id_token: Some(Secret::new("i1")),
+            scope: None,
+        }
+        .into_token_set(None, Timestamp::now());
+        let next = TokenResponse {
+            access_token: Secret::new("a2"),
+            token_type: "Bearer".into(),
+            expires_in: Some(60),
+            refresh_token: None,
+            id_token: None,
+            scope: None,
+        }
+        .into_token_set(Some(&prev), Timestamp::now());
+        assert_eq!(next.refresh_token, Some(Secret::new("r1")));
+        let rotated = TokenResponse {
+            access_token: Secret::new("a3"),
+            token_type: "Bearer".into(),
+            expires_in: None,
+            refresh_token: Some(Secret::new("r2")),
+            id_token: None,
+            scope: None,
+        }
+        .into_token_set(Some(&next), Timestamp::now());
+        assert_eq!(rotated.refresh_token, Some(Secret::new("r2")));
+    }
+
+    #[test]
+    fn retry_after_is_bounded() {
+        assert!(retry_wait(Some("3600"), 0) <= Duration::from_millis(5100));
+        assert!(retry_wait(None, 0) < Duration::from_millis(400));
+    }
+}

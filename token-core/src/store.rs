@@ -1,0 +1,516 @@
+//! QLAM Core's v1 credentials files, read and written compatibly.
+//!
+//! One file per (context, provider): `<config dir>/credentials/cache_<prefix>_<sha256>.json`,
+//! mode 0600 in a 0700 directory. The tokens live in `extra.token_data`; `data` holds the access
+//! token again (base64 of `{"token": ...}`), and `expires_at` is the access token's expiry
+//! (`token_data.created_at` truncated to the minute, plus `expires_in`).
+//!
+//! Reading refuses symlinks, foreign owners, group/world access and oversized files. Writing is
+//! atomic and durable ([`crate::fsutil::atomic_write_at`]). Concurrency is handled by the caller
+//! holding the [`crate::lock`] for the same file; QLAM Core itself takes no lock, so
+//! [`CredentialStore::save_if_unchanged`] refuses to overwrite a file that changed since it was
+//! read.
+
+use crate::fsutil::{self, FileId, Policy};
+use crate::lock::StoreLock;
+use crate::paths::QshPaths;
+use crate::secret::Secret;
+use crate::time::Timestamp;
+use crate::{Error, Result};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// Largest credentials file we read.
+pub const MAX_CREDENTIALS_BYTES: u64 = 256 * 1024;
+
+/// The config directory may be read by others but not changed by them.
+const CONFIG_DIR_POLICY: Policy = Policy {
+    forbidden_mode: 0o022,
+    allow_root_owner: false,
+};
+
+/// A set of tokens from one token response, as QLAM Core's `TokenData`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSet {
+    /// The access token.
+    pub access_token: Secret,
+    /// Usually `Bearer`.
+    pub token_type: String,
+    /// Lifetime in seconds from `created_at`, if the IdP said.
+    pub expires_in: Option<i64>,
+    /// The refresh token, if any.
+    pub refresh_token: Option<Secret>,
+    /// The ID token, if any.
+    pub id_token: Option<Secret>,
+    /// Granted scope.
+    pub scope: Option<String>,
+    /// When the response was received.
+    pub created_at: Timestamp,
+}
+
+impl TokenSet {
+    /// Expiry of the access token by QLAM Core's rule; `None` = unknown (treated as not expiring,
+    /// as QLAM Core does).
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        self.expires_in
+            .map(|s| self.created_at.truncated_to_minute().plus_seconds(s))
+    }
+
+    /// Seconds of validity left at `now` (`None` if unknown).
+    pub fn seconds_left(&self, now: Timestamp) -> Option<i64> {
+        self.expires_at().map(|e| now.seconds_until(e))
+    }
+
+    /// True if the access token is valid for at least `min_valid` more at `now`.
+    pub fn valid_for(&self, now: Timestamp, min_valid: Duration) -> bool {
+        match self.seconds_left(now) {
+            None => true,
+            Some(left) => left >= i64::try_from(min_valid.as_secs()).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// Tokens read from the store, with what is needed to tell later whether the file changed.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The tokens.
+    pub tokens: TokenSet,
+    /// The file's identity when read.
+    pub file_id: Option<FileId>,
+    /// The file's path.
+    pub path: PathBuf,
+}
+
+/// What [`CredentialStore::save_if_unchanged`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveOutcome {
+    /// The new tokens are in place.
+    Saved,
+    /// Someone else replaced the file since it was read; it was left alone.
+    ChangedMeanwhile,
+}
+
+/// The credentials directory of one user.
+#[derive(Debug, Clone)]
+pub struct CredentialStore {
+    config_dir: PathBuf,
+    credentials_dir: PathBuf,
+}
+
+/// QLAM Core's file name for a cache key.
+pub fn cache_file_name(cache_key: &str) -> String {
+    let mut sanitized = String::with_capacity(cache_key.len());
+    let mut in_run = false;
+    for c in cache_key.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+            sanitized.push(c);
+            in_run = false;
+        } else if !in_run {
+            sanitized.push('_');
+            in_run = true;
+        }
+    }
+    let trimmed = sanitized.trim_matches(|c| c == '.' || c == '_');
+    let prefix: String = if trimmed.is_empty() {
+        "default".into()
+    } else {
+        trimmed.chars().take(64).collect()
+    };
+    let hash = Sha256::digest(cache_key.as_bytes());
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("cache_{prefix}_{hex}.json")
+}
+
+impl CredentialStore {
+    /// The store under `paths.credentials_dir`.
+    pub fn new(paths: &QshPaths) -> Self {
+        CredentialStore {
+            config_dir: paths.config_dir.clone(),
+            credentials_dir: paths.credentials_dir.clone(),
+        }
+    }
+
+    /// The credentials directory.
+    pub fn dir(&self) -> &Path {
+        &self.credentials_dir
+    }
+
+    /// The file that holds `cache_key`'s credentials.
+    pub fn path_for(&self, cache_key: &str) -> PathBuf {
+        self.credentials_dir.join(cache_file_name(cache_key))
+    }
+
+    fn open_dir(&self) -> Result<Option<OwnedFd>> {
+        if fsutil::open_dir(&self.config_dir, CONFIG_DIR_POLICY)?.is_none() {
+            return Ok(None);
+        }
+        fsutil::open_dir(&self.credentials_dir, Policy::PRIVATE)
+    }
+
+    fn open_or_create_dir(&self) -> Result<OwnedFd> {
+        let parent = fsutil::create_dir_all_private(&self.config_dir, CONFIG_DIR_POLICY)?;
+        let name = self
+            .credentials_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::store(&self.credentials_dir, "not a valid directory name"))?;
+        if self.credentials_dir.parent() == Some(self.config_dir.as_path()) {
+            fsutil::open_or_create_dir_at(
+                fsutil::fd(&parent),
+                &self.config_dir,
+                name,
+                Policy::PRIVATE,
+            )
+        } else {
+            fsutil::create_dir_all_private(&self.credentials_dir, Policy::PRIVATE)
+        }
+    }
+
+    /// Reads `cache_key`'s tokens. `Ok(None)` when there is no file, or a file without token data
+    /// (QLAM Core treats that as "not logged in" too).
+    pub fn load(&self, cache_key: &str) -> Result<Option<Stored>> {
+        let Some(dir) = self.open_dir()? else {
+            return Ok(None);
+        };
+        let name = cache_file_name(cache_key);
+        let path = self.credentials_dir.join(&name);
+        let file_id = fsutil::file_id_at(fsutil::fd(&dir), &name);
+        let Some(bytes) = fsutil::read_file_at(
+            fsutil::fd(&dir),
+            &self.credentials_dir,
+            &name,
+            Policy::PRIVATE,
+            MAX_CREDENTIALS_BYTES,
+        )?
+        else {
+            return Ok(None);
+        };
+        let bytes = Zeroizing::new(bytes);
+        Ok(parse_credentials(&path, &bytes)?.map(|tokens| Stored {
+            tokens,
+            file_id,
+            path,
+        }))
+    }
+
+    /// Writes `tokens` for `cache_key` (atomically, durably, 0600), creating the directories.
+    pub fn save(&self, cache_key: &str, context: &str, tokens: &TokenSet) -> Result<PathBuf> {
+        let dir = self.open_or_create_dir()?;
+        let bytes = render_credentials(context, tokens, Timestamp::now())?;
+        fsutil::atomic_write_at(
+            fsutil::fd(&dir),
+            &self.credentials_dir,
+            &cache_file_name(cache_key),
+            &bytes,
+            0o600,
+        )
+    }
+
+    /// Writes `tokens` only if the file is still the one read as `expected` (`None`: absent).
+    /// Meant to be called under the store lock; the check-then-rename window that remains is
+    /// against writers that take no lock (QLAM Core).
+    pub fn save_if_unchanged(
+        &self,
+        cache_key: &str,
+        context: &str,
+        tokens: &TokenSet,
+        expected: Option<FileId>,
+    ) -> Result<SaveOutcome> {
+        let dir = self.open_or_create_dir()?;
+        let name = cache_file_name(cache_key);
+        if fsutil::file_id_at(fsutil::fd(&dir), &name) != expected {
+            return Ok(SaveOutcome::ChangedMeanwhile);
+        }
+        let bytes = render_credentials(context, tokens, Timestamp::now())?;
+        fsutil::atomic_write_at(
+            fsutil::fd(&dir),
+            &self.credentials_dir,
+            &name,
+            &bytes,
+            0o600,
+        )?;
+        Ok(SaveOutcome::Saved)
+    }
+
+    /// Deletes `cache_key`'s credentials. `Ok(false)` if there were none.
+    pub fn remove(&self, cache_key: &str) -> Result<bool> {
+        let Some(dir) = self.open_dir()? else {
+            return Ok(false);
+        };
+        fsutil::remove_at(
+            fsutil::fd(&dir),
+            &self.credentials_dir,
+            &cache_file_name(cache_key),
+        )
+    }
+
+    /// Takes the exclusive lock for `cache_key` (a `.lock` file beside the credentials file),
+    /// waiting at most `timeout`; `on_wait` is called about once a second while waiting.
+    pub fn lock(
+        &self,
+        cache_key: &str,
+        timeout: Duration,
+        on_wait: &mut dyn FnMut(Duration),
+    ) -> Result<StoreLock> {
+        let dir = self.open_or_create_dir()?;
+        let name = format!("{}.lock", cache_file_name(cache_key));
+        crate::lock::acquire(
+            fsutil::fd(&dir),
+            &self.credentials_dir,
+            &name,
+            timeout,
+            on_wait,
+        )
+    }
+}
+
+fn str_field<'a>(v: &'a Value, key: &str, path: &Path) -> Result<Option<&'a str>> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Error::store(
+            path,
+            format!("field '{key}' must be a string"),
+        )),
+    }
+}
+
+fn time_field(v: &Value, key: &str, path: &Path) -> Result<Option<Timestamp>> {
+    str_field(v, key, path)?
+        .map(|s| {
+            Timestamp::parse(s)
+                .ok_or_else(|| Error::store(path, format!("field '{key}' is not a timestamp")))
+        })
+        .transpose()
+}
+
+/// Parses a credentials file. `Ok(None)` if it holds no `extra.token_data`.
+pub fn parse_credentials(path: &Path, bytes: &[u8]) -> Result<Option<TokenSet>> {
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|_| Error::store(path, "the file is not valid JSON"))?;
+    if !v.is_object() {
+        return Err(Error::store(path, "the file is not a JSON object"));
+    }
+    if v.get("version").and_then(Value::as_u64) != Some(1) {
+        return Err(Error::store(path, "unknown format version (expected 1)"));
+    }
+    let updated = time_field(&v, "updated_at", path)?;
+    time_field(&v, "created_at", path)?;
+    time_field(&v, "expires_at", path)?;
+    let Some(td) = v.get("extra").and_then(|e| e.get("token_data")) else {
+        return Ok(None);
+    };
+    if td.is_null() {
+        return Ok(None);
+    }
+    if !td.is_object() {
+        return Err(Error::store(path, "extra.token_data is not an object"));
+    }
+    let access = str_field(td, "access_token", path)?
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::store(path, "extra.token_data has no access_token"))?;
+    let expires_in = match td.get("expires_in") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(
+            n.as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+                .ok_or_else(|| Error::store(path, "extra.token_data.expires_in is not a number"))?,
+        ),
+        Some(_) => {
+            return Err(Error::store(
+                path,
+                "extra.token_data.expires_in is not a number",
+            ));
+        }
+    };
+    let created_at = time_field(td, "created_at", path)?
+        .or(updated)
+        .ok_or_else(|| Error::store(path, "no created_at for the token"))?;
+    Ok(Some(TokenSet {
+        access_token: Secret::new(access),
+        token_type: str_field(td, "token_type", path)?
+            .unwrap_or("Bearer")
+            .to_owned(),
+        expires_in,
+        refresh_token: str_field(td, "refresh_token", path)?
+            .filter(|s| !s.is_empty())
+            .map(Secret::new),
+        id_token: str_field(td, "id_token", path)?
+            .filter(|s| !s.is_empty())
+            .map(Secret::new),
+        scope: str_field(td, "scope", path)?.map(str::to_owned),
+        created_at,
+    }))
+}
+
+#[derive(Serialize)]
+struct FileOut<'a> {
+    version: u8,
+    plugin: &'a str,
+    context: &'a str,
+    created_at: String,
+    updated_at: String,
+    expires_at: Option<String>,
+    data: String,
+    extra: ExtraOut<'a>,
+}
+
+#[derive(Serialize)]
+struct ExtraOut<'a> {
+    token_data: TokenDataOut<'a>,
+}
+
+#[derive(Serialize)]
+struct TokenDataOut<'a> {
+    access_token: &'a str,
+    token_type: &'a str,
+    expires_in: Option<i64>,
+    refresh_token: Option<&'a str>,
+    id_token: Option<&'a str>,
+    scope: Option<&'a str>,
+    created_at: String,
+}
+
+/// Renders a credentials file exactly as QLAM Core 0.10 writes it (`json.dump(indent=2)`).
+pub fn render_credentials(
+    context: &str,
+    t: &TokenSet,
+    now: Timestamp,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let data_json = Zeroizing::new(format!(
+        "{{\"token\": {}}}",
+        serde_json::to_string(t.access_token.expose())
+            .map_err(|e| Error::store("", e.to_string()))?
+    ));
+    let out = FileOut {
+        version: 1,
+        plugin: "oauth",
+        context,
+        created_at: now.to_python_str(),
+        updated_at: now.to_python_str(),
+        expires_at: t.expires_at().map(|e| e.to_python_str()),
+        data: STANDARD.encode(data_json.as_bytes()),
+        extra: ExtraOut {
+            token_data: TokenDataOut {
+                access_token: t.access_token.expose(),
+                token_type: &t.token_type,
+                expires_in: t.expires_in,
+                refresh_token: t.refresh_token.as_ref().map(Secret::expose),
+                id_token: t.id_token.as_ref().map(Secret::expose),
+                scope: t.scope.as_deref(),
+                created_at: t.created_at.to_isoformat(),
+            },
+        },
+    };
+    let mut buf = Zeroizing::new(Vec::with_capacity(4096));
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"  ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut *buf, fmt);
+    out.serialize(&mut ser)
+        .map_err(|e| Error::store("", e.to_string()))?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_name_matches_qlam_core() {
+        // Values computed with qlam_core 0.10 CredentialsCache._get_cache_file_path.
+        assert_eq!(
+            cache_file_name("oauth_dev/us_main"),
+            format!(
+                "cache_oauth_dev_us_main_{}.json",
+                hex_sha("oauth_dev/us_main")
+            )
+        );
+        assert!(cache_file_name("..//..").starts_with("cache_default_"));
+        let long = "x".repeat(100);
+        assert!(cache_file_name(&long).starts_with(&format!("cache_{}_", "x".repeat(64))));
+        assert!(cache_file_name("a  b!!c").starts_with("cache_a_b_c_"));
+    }
+
+    fn hex_sha(s: &str) -> String {
+        Sha256::digest(s.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    fn sample() -> TokenSet {
+        TokenSet {
+            access_token: Secret::new("at\"1"),
+            token_type: "Bearer".into(),
+            expires_in: Some(86_400),
+            refresh_token: Some(Secret::new("rt1")),
+            id_token: None,
+            scope: Some("openid offline_access".into()),
+            created_at: Timestamp::parse("2026-11-22T10:00:42.5+00:00").unwrap(),
+        }
+    }
+
+    #[test]
+    fn render_then_parse_round_trips() {
+        let now = Timestamp::parse("2026-11-22 10:00:43+00:00").unwrap();
+        let bytes = render_credentials("prod", &sample(), now).unwrap();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(
+            text.contains("\"expires_at\": \"2026-11-23 10:00:00+00:00\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"created_at\": \"2026-11-22 10:00:43+00:00\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"created_at\": \"2026-11-22T10:00:42.500000+00:00\""),
+            "{text}"
+        );
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys.len(), 8);
+        let data = STANDARD.decode(v["data"].as_str().unwrap()).unwrap();
+        assert_eq!(String::from_utf8(data).unwrap(), "{\"token\": \"at\\\"1\"}");
+        let back = parse_credentials(Path::new("x"), &bytes).unwrap().unwrap();
+        assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn parse_refuses_garbage_with_a_clear_error() {
+        for (bad, want) in [
+            (&b"not json"[..], "not valid JSON"),
+            (b"[]", "not a JSON object"),
+            (b"{\"version\": 2}", "version"),
+            (
+                b"{\"version\":1,\"updated_at\":\"yesterday\"}",
+                "not a timestamp",
+            ),
+            (
+                b"{\"version\":1,\"extra\":{\"token_data\":{\"access_token\":5}}}",
+                "must be a string",
+            ),
+        ] {
+            let e = parse_credentials(Path::new("/c.json"), bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want) && e.contains("/c.json"), "{e}");
+        }
+        let none = parse_credentials(Path::new("x"), b"{\"version\":1,\"extra\":null}").unwrap();
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn validity_uses_truncated_minute_rule() {
+        let t = sample();
+        let exp = t.expires_at().unwrap();
+        assert!(t.valid_for(exp.plus_seconds(-300), Duration::from_secs(300)));
+        assert!(!t.valid_for(exp.plus_seconds(-299), Duration::from_secs(300)));
+    }
+}

@@ -81,12 +81,13 @@ impl SecretSource {
         }
     }
 
-    /// The secret itself; `field` names where it was configured, for messages.
-    pub fn resolve(&self, config_path: &Path, field: &str) -> Result<Secret> {
+    /// The secret itself; `field` names where it was configured, for messages; `env` looks up
+    /// `env:` references (the process environment, or a job's).
+    pub fn resolve(&self, config_path: &Path, field: &str, env: &EnvSnapshot) -> Result<Secret> {
         match self {
             SecretSource::Literal(s) => Ok(s.clone()),
-            SecretSource::Env(var) => match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
+            SecretSource::Env(var) => match env.get(var) {
+                Some(v) if !v.is_empty() => Ok(v),
                 _ => Err(Error::config(
                     config_path,
                     field,
@@ -117,6 +118,31 @@ impl SecretSource {
     }
 }
 
+/// Values of the environment variables a provider refers to (`env:VAR`), captured when the
+/// provider was resolved, from the process or from a job's environment.
+#[derive(Debug, Clone, Default)]
+pub struct EnvSnapshot(Vec<(String, Secret)>);
+
+impl EnvSnapshot {
+    /// Captures `names` through `lookup`.
+    pub fn capture(names: &[&str], lookup: &dyn Fn(&str) -> Option<String>) -> Self {
+        EnvSnapshot(
+            names
+                .iter()
+                .filter_map(|n| lookup(n).map(|v| ((*n).to_owned(), Secret::new(v))))
+                .collect(),
+        )
+    }
+
+    /// The captured value of `name`.
+    pub fn get(&self, name: &str) -> Option<Secret> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
 /// One oauth provider of one context, with everything needed to talk to its IdP.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -144,9 +170,28 @@ pub struct ProviderConfig {
     pub subject_token: Option<String>,
     /// The file this came from (for messages).
     pub config_path: PathBuf,
+    /// Values of the `env:` variables this provider refers to.
+    pub env: EnvSnapshot,
 }
 
 impl ProviderConfig {
+    /// Captures the `env:` variables this provider refers to through `lookup`.
+    pub fn with_env(mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Self {
+        let mut names: Vec<&str> = Vec::new();
+        if let Some(SecretSource::Env(v)) = &self.client_secret {
+            names.push(v);
+        }
+        if let Some(v) = self
+            .subject_token
+            .as_deref()
+            .and_then(|s| s.strip_prefix("env:"))
+        {
+            names.push(v);
+        }
+        self.env = EnvSnapshot::capture(&names, lookup);
+        self
+    }
+
     /// QLAM Core's credentials cache key: `oauth_<context>_<provider name>`.
     pub fn cache_key(&self) -> String {
         format!("oauth_{}_{}", self.context, self.name)
@@ -156,7 +201,7 @@ impl ProviderConfig {
     pub fn resolve_secret(&self) -> Result<Option<Secret>> {
         self.client_secret
             .as_ref()
-            .map(|s| s.resolve(&self.config_path, "client_secret"))
+            .map(|s| s.resolve(&self.config_path, "client_secret", &self.env))
             .transpose()
     }
 }
@@ -321,6 +366,16 @@ impl Config {
     /// The oauth provider of `context` (default: `current_context`), as `defaults.auth_provider`
     /// names it (if unset: the context's only oauth provider).
     pub fn provider(&self, context: Option<&str>) -> Result<ProviderConfig> {
+        self.provider_with_env(context, &|k| std::env::var(k).ok())
+    }
+
+    /// As [`Config::provider`], with `env:` references looked up through `env` (the plugin passes
+    /// the job's environment).
+    pub fn provider_with_env(
+        &self,
+        context: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ProviderConfig> {
         let name = match context.filter(|c| !c.is_empty()) {
             Some(c) => c,
             None => self.current_context().ok_or_else(|| {
@@ -401,7 +456,7 @@ impl Config {
                 ));
             }
         };
-        self.parse_provider(name, p, &format!("{at}.auth_providers[{pidx}]"))
+        self.parse_provider(name, p, &format!("{at}.auth_providers[{pidx}]"), env)
     }
 
     fn parse_provider(
@@ -409,6 +464,7 @@ impl Config {
         context: &str,
         p: &Map<String, Value>,
         at: &str,
+        env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ProviderConfig> {
         let path = &self.path;
         let get = |k: &str| field_str(p, k, path, at);
@@ -465,7 +521,9 @@ impl Config {
             subject_token_type: get("subject_token_type")?.map(str::to_owned),
             subject_token: get("subject_token")?.map(str::to_owned),
             config_path: path.clone(),
-        })
+            env: EnvSnapshot::default(),
+        }
+        .with_env(env))
     }
 }
 

@@ -12,6 +12,19 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+/// Re-labels store-level errors as delivery errors (their message must not send the user to
+/// `qlam-auth login` for a node problem).
+fn delivery(e: Error) -> Error {
+    match e {
+        Error::Store { path, detail } => Error::Delivery { path, detail },
+        Error::InsecurePermissions { path, detail, fix } => Error::Delivery {
+            path,
+            detail: format!("{detail} (fix: {fix})"),
+        },
+        e => e,
+    }
+}
+
 fn valid_name(name: &str) -> Result<()> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(Error::store(name, "not a valid file name"));
@@ -47,6 +60,10 @@ fn open_base(base: &Path, create: bool) -> Result<Option<OwnedFd>> {
 /// as root 0711 if needed). An existing one is accepted only if it is a real directory owned by
 /// `uid`.
 pub fn prepare_job_dir(base: &Path, name: &str, uid: u32, gid: u32) -> Result<PathBuf> {
+    prepare_job_dir_inner(base, name, uid, gid).map_err(delivery)
+}
+
+fn prepare_job_dir_inner(base: &Path, name: &str, uid: u32, gid: u32) -> Result<PathBuf> {
     valid_name(name)?;
     let path = base.join(name);
     let basefd =
@@ -107,6 +124,10 @@ pub fn prepare_job_dir(base: &Path, name: &str, uid: u32, gid: u32) -> Result<Pa
 /// As the job's user: writes `token` (and a newline) to `<dir>/<file_name>`, mode 0600, atomically.
 /// `dir` must be a private directory of this user.
 pub fn write_token_file(dir: &Path, file_name: &str, token: &Secret) -> Result<PathBuf> {
+    write_token_file_inner(dir, file_name, token).map_err(delivery)
+}
+
+fn write_token_file_inner(dir: &Path, file_name: &str, token: &Secret) -> Result<PathBuf> {
     valid_name(file_name)?;
     let fd = fsutil::open_dir(dir, Policy::PRIVATE)?
         .ok_or_else(|| Error::store(dir, "the job token directory does not exist"))?;
@@ -118,6 +139,10 @@ pub fn write_token_file(dir: &Path, file_name: &str, token: &Secret) -> Result<P
 
 /// As the job's user: reads a token file written by [`write_token_file`]; `Ok(None)` if absent.
 pub fn read_token_file(path: &Path) -> Result<Option<Secret>> {
+    read_token_file_inner(path).map_err(delivery)
+}
+
+fn read_token_file_inner(path: &Path) -> Result<Option<Secret>> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return Err(Error::store(path, "not a file path"));
     };
@@ -138,6 +163,10 @@ pub fn read_token_file(path: &Path) -> Result<Option<Secret>> {
 /// As root: removes `<base>/<name>` and everything in it, never following a symlink. Absent is
 /// fine.
 pub fn remove_job_dir(base: &Path, name: &str) -> Result<()> {
+    remove_job_dir_inner(base, name).map_err(delivery)
+}
+
+fn remove_job_dir_inner(base: &Path, name: &str) -> Result<()> {
     valid_name(name)?;
     let Some(basefd) = open_base(base, false)? else {
         return Ok(());

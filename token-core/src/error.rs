@@ -74,6 +74,13 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// The token could not be handed to the job (per-job directory or file): a node problem.
+    Delivery {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
     /// Another process held the store lock for longer than we may wait.
     LockTimeout {
         /// The lock file.
@@ -107,6 +114,7 @@ impl Error {
             Error::Config { .. } => "bad_config",
             Error::InsecurePermissions { .. } => "insecure_permissions",
             Error::Store { .. } => "store",
+            Error::Delivery { .. } => "delivery",
             Error::LockTimeout { .. } => "lock_timeout",
             Error::Aborted { .. } => "aborted",
             Error::BudgetExhausted { .. } => "budget_exhausted",
@@ -217,6 +225,12 @@ impl fmt::Display for Error {
                 f,
                 "credentials store problem at {}: {detail}; if the file is damaged, log in again \
                  with `qlam-auth login`",
+                path.display()
+            ),
+            Error::Delivery { path, detail } => write!(
+                f,
+                "cannot hand the token to the job at {}: {detail}; this is a problem of the node, \
+                 not of your login: tell your site admins (docs/admin.md, token_dir)",
                 path.display()
             ),
             Error::LockTimeout { path, waited } => write!(

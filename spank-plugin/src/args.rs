@@ -1,0 +1,349 @@
+//! The plugin's arguments, from its line in `plugstack.conf`:
+//!
+//! ```text
+//! required /usr/lib/x86_64-linux-gnu/slurm-wlm/qlam_spank.so min_valid=600 issuers=https://idp.example.org/realms/hpc
+//! ```
+//!
+//! | argument | default | meaning |
+//! |---|---|---|
+//! | `min_valid=SECONDS` | 300 | a delivered token is valid for at least this long |
+//! | `token_dir=PATH` | `/run/qlam-auth` | absolute; per-job token directories are made under it |
+//! | `env_token=yes\|no` | yes | also put the token itself into `QLAM_ACCESS_TOKEN` |
+//! | `ca_bundle=PATH` | system roots | absolute; the CAs that TLS to the issuer trusts |
+//! | `timeout=SECONDS` | 20 | the bound on lock waiting plus network in one hook (1..=600) |
+//! | `lock_timeout=SECONDS` | half of `timeout` | the part of `timeout` spent waiting for the store lock |
+//! | `issuers=URL[,URL...]` | any | the only issuers a job may use: a user config pointing elsewhere is refused |
+//!
+//! Slurm runs `job_epilog` without `init`, so every hook parses the arguments again.
+//!
+//! Nothing here may fail a hook by itself: a failing remote hook drains the node. Problems are
+//! reported as [`Problem`]s, which the caller logs. A broken *security* argument (`issuers`,
+//! `ca_bundle`, `token_dir`) fails closed: [`Args::misconfigured`] is set, and jobs that ask for a
+//! token are refused with a message for the admins, while jobs that do not are unaffected.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default of `min_valid`.
+pub const DEFAULT_MIN_VALID: Duration = Duration::from_secs(300);
+/// Default of `token_dir`.
+pub const DEFAULT_TOKEN_DIR: &str = "/run/qlam-auth";
+/// Default of `timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Largest accepted `timeout`: Slurm's own launch timeouts are not much longer.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// Largest accepted `min_valid` (one week).
+pub const MAX_MIN_VALID: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The parsed plugin arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// A delivered token stays valid for at least this long.
+    pub min_valid: Duration,
+    /// Base directory of the per-job token directories.
+    pub token_dir: PathBuf,
+    /// Put the token itself into `QLAM_ACCESS_TOKEN` as well as into the file.
+    pub env_token: bool,
+    /// CA bundle for TLS to the issuer; `None` = system roots.
+    pub ca_bundle: Option<PathBuf>,
+    /// Bound on lock waiting plus network in one hook.
+    pub timeout: Duration,
+    /// Explicit `lock_timeout`, if given; see [`Args::lock_timeout`].
+    pub lock_timeout: Option<Duration>,
+    /// The allowed issuers; `None` = any issuer the user's config names.
+    pub issuers: Option<Vec<String>>,
+    /// Set when a security-relevant argument is broken: jobs asking for a token are refused with
+    /// this message (for the site admins), instead of running with a weaker setting.
+    pub misconfigured: Option<String>,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            min_valid: DEFAULT_MIN_VALID,
+            token_dir: PathBuf::from(DEFAULT_TOKEN_DIR),
+            env_token: true,
+            ca_bundle: None,
+            timeout: DEFAULT_TIMEOUT,
+            lock_timeout: None,
+            issuers: None,
+            misconfigured: None,
+        }
+    }
+}
+
+/// A problem found in the arguments, to be logged by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem(pub String);
+
+impl Args {
+    /// Parses the plugin arguments. Never fails: unknown arguments and bad values are returned
+    /// as problems, bad values of ordinary settings keep their default, bad security settings
+    /// set [`Args::misconfigured`].
+    pub fn parse<S: AsRef<str>>(argv: &[S]) -> (Args, Vec<Problem>) {
+        let mut args = Args::default();
+        let mut problems = Vec::new();
+        for raw in argv {
+            let raw = raw.as_ref();
+            let Some((key, value)) = raw.split_once('=') else {
+                problems.push(Problem(format!(
+                    "ignoring plugin argument '{raw}': expected KEY=VALUE"
+                )));
+                continue;
+            };
+            if let Err(msg) = args.apply(key, value) {
+                problems.push(Problem(format!("plugin argument '{raw}': {msg}")));
+            }
+        }
+        if let Some(lock) = args.lock_timeout
+            && lock > args.timeout
+        {
+            problems.push(Problem(format!(
+                "lock_timeout ({} s) is longer than timeout ({} s); using {} s",
+                lock.as_secs(),
+                args.timeout.as_secs(),
+                args.timeout.as_secs()
+            )));
+            args.lock_timeout = Some(args.timeout);
+        }
+        (args, problems)
+    }
+
+    fn apply(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "min_valid" => {
+                self.min_valid = seconds(value, Duration::ZERO, MAX_MIN_VALID)
+                    .map_err(|e| format!("{e}; keeping {} s", self.min_valid.as_secs()))?;
+            }
+            "timeout" => {
+                self.timeout = seconds(value, Duration::from_secs(1), MAX_TIMEOUT)
+                    .map_err(|e| format!("{e}; keeping {} s", self.timeout.as_secs()))?;
+            }
+            "lock_timeout" => {
+                self.lock_timeout = Some(
+                    seconds(value, Duration::ZERO, MAX_TIMEOUT)
+                        .map_err(|e| format!("{e}; using half of timeout"))?,
+                );
+            }
+            "env_token" => {
+                self.env_token = match value {
+                    "yes" | "true" | "1" => true,
+                    "no" | "false" | "0" => false,
+                    _ => {
+                        return Err(format!(
+                            "expected yes or no; keeping {}",
+                            if self.env_token { "yes" } else { "no" }
+                        ));
+                    }
+                };
+            }
+            "token_dir" => match absolute_path(value) {
+                Ok(p) => self.token_dir = p,
+                Err(e) => return Err(self.fail_closed(format!("token_dir: {e}"))),
+            },
+            "ca_bundle" => match absolute_path(value) {
+                Ok(p) => self.ca_bundle = Some(p),
+                Err(e) => return Err(self.fail_closed(format!("ca_bundle: {e}"))),
+            },
+            "issuers" => match parse_issuers(value) {
+                Ok(list) => self.issuers = Some(list),
+                Err(e) => return Err(self.fail_closed(format!("issuers: {e}"))),
+            },
+            _ => {
+                return Err(format!(
+                    "unknown argument '{key}' (known: min_valid, token_dir, env_token, ca_bundle, \
+                     timeout, lock_timeout, issuers); ignored"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a broken security setting; returns the problem text.
+    fn fail_closed(&mut self, what: String) -> String {
+        let msg = format!(
+            "{what}; jobs asking for --qlam-auth are refused until plugstack.conf is fixed"
+        );
+        self.misconfigured.get_or_insert_with(|| {
+            format!(
+                "the qlam-auth plugin is misconfigured on this cluster ({what}); \
+                 please tell your site admins"
+            )
+        });
+        msg
+    }
+
+    /// The time one hook may wait for the store lock: `lock_timeout`, or half of `timeout`.
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+            .unwrap_or(self.timeout / 2)
+            .min(self.timeout)
+    }
+
+    /// The time left for the network once the lock wait is accounted for (at least 1 s).
+    pub fn http_timeout(&self) -> Duration {
+        self.timeout
+            .saturating_sub(self.lock_timeout())
+            .max(Duration::from_secs(1))
+    }
+
+    /// The TCP/TLS connect timeout: 5 s at most, and never more than the HTTP timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        self.http_timeout().min(Duration::from_secs(5))
+    }
+}
+
+fn seconds(value: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let n: u64 = value
+        .parse()
+        .map_err(|_| format!("'{value}' is not a whole number of seconds"))?;
+    let d = Duration::from_secs(n);
+    if d < min || d > max {
+        return Err(format!(
+            "{n} s is out of range ({}..={} s)",
+            min.as_secs(),
+            max.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
+fn absolute_path(value: &str) -> Result<PathBuf, String> {
+    let p = Path::new(value);
+    if !p.is_absolute() {
+        return Err(format!("'{value}' is not an absolute path"));
+    }
+    if p.components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!("'{value}' contains '..'"));
+    }
+    Ok(p.to_path_buf())
+}
+
+fn parse_issuers(value: &str) -> Result<Vec<String>, String> {
+    let mut list = Vec::new();
+    for item in value.split(',') {
+        let item = item.trim().trim_end_matches('/');
+        if item.is_empty() {
+            continue;
+        }
+        let rest = item
+            .strip_prefix("https://")
+            .ok_or_else(|| format!("'{item}' is not an https:// URL"))?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("'{item}' has no host"));
+        }
+        if item.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "'{item}' contains whitespace or control characters"
+            ));
+        }
+        list.push(item.to_owned());
+    }
+    if list.is_empty() {
+        return Err("empty list".to_owned());
+    }
+    Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str]) -> (Args, Vec<Problem>) {
+        Args::parse(argv)
+    }
+
+    #[test]
+    fn defaults() {
+        let (a, p) = parse(&[]);
+        assert!(p.is_empty());
+        assert_eq!(a, Args::default());
+        assert_eq!(a.min_valid, Duration::from_secs(300));
+        assert_eq!(a.token_dir, PathBuf::from("/run/qlam-auth"));
+        assert!(a.env_token);
+        assert_eq!(a.timeout, Duration::from_secs(20));
+        assert_eq!(a.lock_timeout(), Duration::from_secs(10));
+        assert_eq!(a.http_timeout(), Duration::from_secs(10));
+        assert_eq!(a.connect_timeout(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn all_arguments() {
+        let (a, p) = parse(&[
+            "min_valid=900",
+            "token_dir=/var/run/tok",
+            "env_token=no",
+            "ca_bundle=/etc/ssl/site.pem",
+            "timeout=30",
+            "lock_timeout=5",
+            "issuers=https://a.example/realms/x/,https://b.example",
+        ]);
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(a.min_valid, Duration::from_secs(900));
+        assert_eq!(a.token_dir, PathBuf::from("/var/run/tok"));
+        assert!(!a.env_token);
+        assert_eq!(a.ca_bundle, Some(PathBuf::from("/etc/ssl/site.pem")));
+        assert_eq!(a.lock_timeout(), Duration::from_secs(5));
+        assert_eq!(a.http_timeout(), Duration::from_secs(25));
+        assert_eq!(
+            a.issuers,
+            Some(vec![
+                "https://a.example/realms/x".to_owned(),
+                "https://b.example".to_owned()
+            ])
+        );
+        assert_eq!(a.misconfigured, None);
+    }
+
+    #[test]
+    fn unknown_and_malformed_arguments_are_reported_not_fatal() {
+        let (a, p) = parse(&["colour=blue", "verbose"]);
+        assert_eq!(p.len(), 2);
+        assert!(p[0].0.contains("unknown argument 'colour'"), "{p:?}");
+        assert!(p[1].0.contains("expected KEY=VALUE"), "{p:?}");
+        assert_eq!(a, Args::default());
+    }
+
+    #[test]
+    fn bad_numbers_keep_defaults() {
+        let (a, p) = parse(&[
+            "min_valid=ten",
+            "timeout=0",
+            "timeout=100000",
+            "env_token=maybe",
+        ]);
+        assert_eq!(p.len(), 4, "{p:?}");
+        assert_eq!(a.min_valid, DEFAULT_MIN_VALID);
+        assert_eq!(a.timeout, DEFAULT_TIMEOUT);
+        assert!(a.env_token);
+        assert_eq!(a.misconfigured, None);
+    }
+
+    #[test]
+    fn lock_timeout_is_clamped_to_timeout() {
+        let (a, p) = parse(&["timeout=10", "lock_timeout=60"]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(a.lock_timeout(), Duration::from_secs(10));
+        assert_eq!(a.http_timeout(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn broken_security_settings_fail_closed() {
+        for bad in [
+            "issuers=http://plain.example",
+            "issuers=",
+            "issuers=https://",
+            "ca_bundle=relative.pem",
+            "token_dir=run/x",
+            "token_dir=/run/../etc",
+        ] {
+            let (a, p) = parse(&[bad]);
+            assert_eq!(p.len(), 1, "{bad}: {p:?}");
+            let m = a.misconfigured.unwrap_or_default();
+            assert!(m.contains("misconfigured"), "{bad}: {m}");
+        }
+    }
+}

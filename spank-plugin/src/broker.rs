@@ -1,0 +1,154 @@
+//! [`Backend`] made of token-core: the only module of the plugin that calls token-core.
+//!
+//! Every call is synchronous and starts no thread (token-core's HTTP client is blocking), so
+//! nothing outlives the hook that made it. Time is bounded by the plugin's `timeout` argument:
+//! `lock_timeout` for the store lock, the rest for the network.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use token_core::broker::{Broker, ObtainOptions, Source};
+use token_core::config::{Config, ProviderConfig};
+use token_core::http::HttpSettings;
+use token_core::paths::QshPaths;
+use token_core::secret::Secret;
+use token_core::time::Timestamp;
+use token_core::{deliver, jwt};
+
+use crate::args::Args;
+use crate::hooks::{Backend, Delivery, Request};
+
+/// The production [`Backend`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TokenCore;
+
+impl TokenCore {
+    /// A broker for the user's provider of the requested context. token-core refuses an issuer
+    /// outside the site's `issuers` list here, before anything is read from the store.
+    fn broker(req: &Request<'_>) -> Result<(Broker, ProviderConfig), String> {
+        let paths = QshPaths::resolve(req.home, req.env);
+        let config = Config::load(&paths).map_err(|e| e.to_string())?;
+        let provider = config.provider_with_env(req.context, req.env).map_err(|e| e.to_string())?;
+        let broker = Broker::new(&paths, provider.clone(), &http_settings(req.args))
+            .map_err(|e| e.to_string())?;
+        Ok((broker, provider))
+    }
+}
+
+/// The HTTP settings the site's arguments give.
+pub fn http_settings(args: &Args) -> HttpSettings {
+    HttpSettings {
+        timeout: args.http_timeout(),
+        connect_timeout: args.connect_timeout(),
+        ca_bundle: args.ca_bundle.clone(),
+        allowed_issuers: args.issuers.clone(),
+    }
+}
+
+impl Backend for TokenCore {
+    fn check_login(&self, req: &Request<'_>) -> Result<String, String> {
+        let (broker, provider) = Self::broker(req)?;
+        let login = broker.check_login().map_err(|e| e.to_string())?;
+        let now = Timestamp::now();
+        let access = match login.access_expires_at {
+            Some(t) if t.unix_seconds() > now.unix_seconds() => {
+                format!("valid for {} s", t.unix_seconds() - now.unix_seconds())
+            }
+            Some(_) => "expired".to_owned(),
+            None => "expiry unknown".to_owned(),
+        };
+        Ok(format!(
+            "context '{}', provider '{}', issuer {}, client_id {}, subject {}, access token {access}, \
+             refresh token {}",
+            provider.context,
+            provider.name,
+            provider.issuer,
+            provider.client_id,
+            login.subject.as_deref().unwrap_or("-"),
+            if login.has_refresh_token {
+                "stored"
+            } else {
+                "none"
+            }
+        ))
+    }
+
+    fn prepare_job_dir(
+        &self,
+        base: &Path,
+        job: &str,
+        uid: u32,
+        gid: u32,
+    ) -> Result<PathBuf, String> {
+        deliver::prepare_job_dir(base, job, uid, gid).map_err(|e| e.to_string())
+    }
+
+    fn reuse_token(&self, file: &Path, min_valid: Duration) -> Option<Secret> {
+        // Any problem (missing, unreadable, not a JWT, no exp) means "get a fresh one".
+        let token = deliver::read_token_file(file).ok()??;
+        let exp = jwt::unverified_claims(token.expose())?
+            .get("exp")?
+            .as_i64()?;
+        let min_valid = i64::try_from(min_valid.as_secs()).ok()?;
+        (exp >= Timestamp::now().unix_seconds().saturating_add(min_valid)).then_some(token)
+    }
+
+    fn obtain(&self, req: &Request<'_>) -> Result<Delivery, String> {
+        let (broker, _) = Self::broker(req)?;
+        let opts = ObtainOptions {
+            min_valid: req.args.min_valid,
+            lock_timeout: req.args.lock_timeout(),
+        };
+        let got = broker.obtain(&opts).map_err(|e| e.to_string())?;
+        let now = Timestamp::now().unix_seconds();
+        Ok(Delivery {
+            token: got.access_token,
+            refreshed: got.refreshed,
+            source: match got.source {
+                Source::Cache => "cache",
+                Source::RenewedByOther => "renewed_by_other",
+                Source::Renewed => "renewed",
+                Source::Stale => "stale",
+            },
+            expires_in: got.expires_at.map(|t| t.unix_seconds().saturating_sub(now)),
+            subject: got.subject,
+            client_id: got.client_id,
+            elapsed: got.elapsed,
+            lock_wait: got.lock_wait,
+        })
+    }
+
+    fn write_token(&self, dir: &Path, file_name: &str, token: &Secret) -> Result<PathBuf, String> {
+        deliver::write_token_file(dir, file_name, token).map_err(|e| e.to_string())
+    }
+
+    fn remove_job_dir(&self, base: &Path, job: &str) -> Result<bool, String> {
+        let existed = base.join(job).symlink_metadata().is_ok();
+        deliver::remove_job_dir(base, job).map_err(|e| e.to_string())?;
+        Ok(existed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_settings_follow_the_arguments() {
+        let (args, _) = Args::parse(&[
+            "timeout=30",
+            "lock_timeout=10",
+            "ca_bundle=/etc/ca.pem",
+            "issuers=https://idp.example",
+        ]);
+        let http = http_settings(&args);
+        assert_eq!(http.timeout, Duration::from_secs(20));
+        assert_eq!(http.connect_timeout, Duration::from_secs(5));
+        assert_eq!(http.ca_bundle, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(
+            http.allowed_issuers,
+            Some(vec!["https://idp.example".to_owned()])
+        );
+    }
+}

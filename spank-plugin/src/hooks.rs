@@ -1,0 +1,631 @@
+//! The plugin's policy: what each SPANK hook does, written against two small traits so that it
+//! is unit-tested without Slurm ([`Host`]) and without an identity provider ([`Backend`]).
+//!
+//! The rules that shape it (measured on Slurm 22.05, see the project's notes):
+//! * A failing hook in allocator context (sbatch/salloc/srun) stops the submission with our
+//!   message: the user's login is checked there, offline.
+//! * A failing remote `init_post_opt` or `user_init` drains the node while the job "completes".
+//!   Those hooks never fail: they remember the failure in [`State`], and `task_init` (which fails
+//!   only the job) reports it.
+//! * The submitted environment is stored by slurmctld: a token is put into the environment only
+//!   in remote context, never in allocator or local context.
+//! * `job_epilog` runs in slurmd without `init`: it parses the arguments itself and only cleans up.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use token_core::secret::Secret;
+
+use crate::args::Args;
+
+/// The step id Slurm gives the batch script (`SLURM_BATCH_SCRIPT` in slurm.h; ffi.rs checks
+/// at compile time that the two agree).
+pub const BATCH_STEP: u32 = 0xffff_fffb;
+/// The step id of the extern step (`SLURM_EXTERN_CONT`).
+pub const EXTERN_STEP: u32 = 0xffff_fffc;
+
+/// Environment variable naming the job's token file (qlam-auth's own name).
+pub const ENV_TOKEN_FILE: &str = "QLAM_TOKEN_FILE";
+/// WLCG bearer token discovery: the file holding the token.
+pub const ENV_BEARER_TOKEN_FILE: &str = "BEARER_TOKEN_FILE";
+/// WLCG bearer token discovery: the token itself. It takes precedence over the file, so a stale
+/// value inherited from the submission environment is removed when a token is delivered.
+pub const ENV_BEARER_TOKEN: &str = "BEARER_TOKEN";
+/// The access token itself (unless the site sets `env_token=no`).
+pub const ENV_ACCESS_TOKEN: &str = "QLAM_ACCESS_TOKEN";
+
+/// Where the plugin is running (`spank_context()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    /// srun.
+    Local,
+    /// slurmstepd.
+    Remote,
+    /// sbatch / salloc.
+    Allocator,
+    /// slurmd itself.
+    Slurmd,
+    /// job prolog / epilog in slurmd.
+    JobScript,
+    /// Slurm could not tell (`S_CTX_ERROR`), or a value this build does not know.
+    Unknown,
+}
+
+/// How a message is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// `slurm_error`.
+    Error,
+    /// `slurm_info`: slurmd's log; in allocator and local context the user's terminal.
+    Info,
+    /// `slurm_verbose` (`sbatch -v`).
+    Verbose,
+    /// `slurm_debug`.
+    Debug,
+}
+
+/// What `--qlam-auth` said for this job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptionState {
+    /// The option was not given.
+    NotGiven,
+    /// `--qlam-auth` (value `None`) or `--qlam-auth=VALUE`.
+    Given(Option<String>),
+}
+
+/// An error from the host (Slurm refused a call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostError(pub String);
+
+/// What the policy needs from Slurm. [`crate::ffi::SpankHandle`] implements it over a `spank_t`;
+/// the tests implement it with a fake.
+pub trait Host {
+    /// The context the plugin runs in.
+    fn context(&self) -> Context;
+    /// True in slurmstepd.
+    fn is_remote(&self) -> bool;
+    /// The job id, where Slurm provides it.
+    fn job_id(&self) -> Option<u32>;
+    /// The job's user, where Slurm provides it.
+    fn job_uid(&self) -> Option<u32>;
+    /// The job's primary group, where Slurm provides it.
+    fn job_gid(&self) -> Option<u32>;
+    /// The step id, where Slurm provides it.
+    fn step_id(&self) -> Option<u32>;
+    /// The real uid of this process (the submitting user in allocator and local context).
+    fn process_uid(&self) -> u32;
+    /// The home directory of a user, from the password database (never `$HOME`).
+    fn user_home(&self, uid: u32) -> Option<PathBuf>;
+    /// A variable of the job's environment in remote context, of this process's environment
+    /// in allocator and local context.
+    fn getenv(&self, name: &str) -> Option<String>;
+    /// Sets a variable in the job's environment (remote context only).
+    fn setenv(&mut self, name: &str, value: &str) -> Result<(), HostError>;
+    /// Removes a variable from the job's environment (remote context only).
+    fn unsetenv(&mut self, name: &str) -> Result<(), HostError>;
+    /// The `--qlam-auth` option as Slurm reports it.
+    fn option_value(&self) -> OptionState;
+    /// Logs one line (never a secret).
+    fn log(&self, level: Level, msg: &str);
+}
+
+/// A request for the user's token, as [`Backend`] sees it.
+pub struct Request<'a> {
+    /// The user's home directory (from the password database).
+    pub home: &'a Path,
+    /// Environment lookup (`QSH_CONFIG_DIR`, `QSH_CONFIG`).
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// The qsh context from `--qlam-auth=CONTEXT`; `None` = the config's current context.
+    pub context: Option<&'a str>,
+    /// The plugin arguments.
+    pub args: &'a Args,
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("home", &self.home)
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token obtained for a job.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The access token.
+    pub token: Secret,
+    /// True when this call made a token request to the identity provider.
+    pub refreshed: bool,
+    /// Where the token came from, for the log: `cache`, `renewed`, `renewed_by_other`, or
+    /// `stale` (renewal failed for a network reason; the token is valid for less than
+    /// `min_valid`).
+    pub source: &'static str,
+    /// Seconds until the token expires, if known.
+    pub expires_in: Option<i64>,
+    /// The token's subject, if known.
+    pub subject: Option<String>,
+    /// The OAuth client id.
+    pub client_id: String,
+    /// Time spent, including lock waiting.
+    pub elapsed: Duration,
+    /// Time spent waiting for the store lock.
+    pub lock_wait: Duration,
+}
+
+/// What the policy needs from token-core. [`crate::broker::TokenCore`] implements it. Errors are
+/// actionable messages (they say what to do next) and never contain a secret.
+pub trait Backend {
+    /// Offline check that the user has a usable login (allocator context, as the user).
+    /// Returns a short summary for the verbose log.
+    fn check_login(&self, req: &Request<'_>) -> Result<String, String>;
+    /// Creates `<base>/<job>` for the job's user, mode 0700 (remote context, as root).
+    fn prepare_job_dir(
+        &self,
+        base: &Path,
+        job: &str,
+        uid: u32,
+        gid: u32,
+    ) -> Result<PathBuf, String>;
+    /// The token already in `file`, if it is valid for at least `min_valid` (a later step of
+    /// the same job).
+    fn reuse_token(&self, file: &Path, min_valid: Duration) -> Option<Secret>;
+    /// A token valid for at least `args.min_valid`, from the store or the identity provider
+    /// (remote context, as the user).
+    fn obtain(&self, req: &Request<'_>) -> Result<Delivery, String>;
+    /// Writes the token into `<dir>/<file_name>` (0600, as the user) and returns its path.
+    fn write_token(&self, dir: &Path, file_name: &str, token: &Secret) -> Result<PathBuf, String>;
+    /// Removes `<base>/<job>` and what it holds; `Ok(false)` if there was nothing (as root).
+    fn remove_job_dir(&self, base: &Path, job: &str) -> Result<bool, String>;
+}
+
+/// What a hook tells Slurm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Return 0.
+    Continue,
+    /// Return an error: only where that fails the submission or the job, never the node.
+    Fail,
+}
+
+/// State kept between the hooks of one process (one slurmstepd serves one step; task children
+/// inherit a copy when they are forked). Plain data: a panic cannot leave it unusable.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct State {
+    /// A failure of a remote hook that may not fail, reported by `task_init`.
+    pub failure: Option<String>,
+    /// The per-job directory prepared by `init_post_opt`.
+    pub job_dir: Option<PathBuf>,
+    /// The option's value as the option callback saw it (a fallback for `spank_option_getopt`).
+    pub option_from_callback: Option<Option<String>>,
+}
+
+impl State {
+    /// The empty state (a `const fn`, for a `static`).
+    pub const fn new() -> Self {
+        State {
+            failure: None,
+            job_dir: None,
+            option_from_callback: None,
+        }
+    }
+
+    /// Records a failure that `task_init` will report (the first one wins), and logs it.
+    pub fn remember(&mut self, host: &dyn Host, msg: String) {
+        // Info, not error: task_init logs it as the job's error (into the job's output too).
+        host.log(Level::Info, &format!("job will fail in task_init: {msg}"));
+        // The first failure is the cause; later ones are consequences.
+        self.failure.get_or_insert(msg);
+    }
+}
+
+/// The qsh context a job asked for: `None` is the config's current context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requested {
+    /// `--qlam-auth=CONTEXT`.
+    pub context: Option<String>,
+}
+
+impl Requested {
+    /// The token file's name in the job directory: one per context, so that a step asking for
+    /// another context never reuses the first one's token.
+    pub fn file_name(&self) -> String {
+        match &self.context {
+            None => "token".to_owned(),
+            Some(c) => format!("token-{c}"),
+        }
+    }
+}
+
+/// Longest accepted context name.
+pub const MAX_CONTEXT_LEN: usize = 128;
+
+/// Checks an option value. `None`, empty and Slurm's `(null)` mean "the current context".
+pub fn parse_option_value(value: Option<&str>) -> Result<Requested, String> {
+    let value = match value {
+        None | Some("") | Some("(null)") => return Ok(Requested { context: None }),
+        Some(v) => v,
+    };
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-@+".contains(c);
+    if value.len() > MAX_CONTEXT_LEN || value.starts_with('.') || !value.chars().all(ok_char) {
+        return Err(format!(
+            "invalid --qlam-auth value: a qsh context name is 1 to {MAX_CONTEXT_LEN} characters \
+             of A-Z a-z 0-9 . _ - @ + and does not start with '.'; use --qlam-auth for the \
+             current context or --qlam-auth=CONTEXT (see `qlam-auth status`)"
+        ));
+    }
+    Ok(Requested {
+        context: Some(value.to_owned()),
+    })
+}
+
+/// Whether and how this job asked for a token. In remote context the option may only be in the
+/// job environment (`--export=NONE`): see [`crate::OPTION_ENV`].
+fn requested(host: &dyn Host, state: &State) -> Option<Result<Requested, String>> {
+    let (raw, source) = match host.option_value() {
+        OptionState::Given(v) => (v, "spank_option_getopt"),
+        OptionState::NotGiven => match &state.option_from_callback {
+            Some(v) => (v.clone(), "option callback"),
+            None if host.is_remote() => (Some(host.getenv(crate::OPTION_ENV)?), crate::OPTION_ENV),
+            None => return None,
+        },
+    };
+    host.log(
+        Level::Debug,
+        &format!("--{}={raw:?} (from {source})", crate::OPTION_NAME),
+    );
+    Some(parse_option_value(raw.as_deref()))
+}
+
+fn parse_args(host: &dyn Host, argv: &[String], level: Level) -> Args {
+    let (args, problems) = Args::parse(argv);
+    for p in problems {
+        host.log(level, &format!("plugstack.conf: {}", p.0));
+    }
+    args
+}
+
+/// The option callback: Slurm calls it when it parses `--qlam-auth` (allocator, local) or
+/// receives it (remote). Failing it in sbatch stops the submission.
+pub fn option_callback(
+    host_log: &dyn Fn(Level, &str),
+    state: &mut State,
+    value: Option<&str>,
+) -> Verdict {
+    match parse_option_value(value) {
+        Ok(_) => {
+            state.option_from_callback = Some(value.map(str::to_owned));
+            Verdict::Continue
+        }
+        Err(msg) => {
+            host_log(Level::Error, &msg);
+            Verdict::Fail
+        }
+    }
+}
+
+/// `slurm_spank_init_post_opt`: the submission check (allocator, local) or the per-job
+/// directory (remote).
+pub fn init_post_opt(
+    host: &mut dyn Host,
+    backend: &dyn Backend,
+    state: &mut State,
+    argv: &[String],
+) -> Verdict {
+    match host.context() {
+        Context::Allocator | Context::Local => submit_check(host, backend, state, argv),
+        Context::Remote => {
+            prepare_remote(host, backend, state, argv);
+            Verdict::Continue
+        }
+        _ => Verdict::Continue,
+    }
+}
+
+/// Allocator and local context, as the submitting user: is there a usable login? Never touches
+/// the environment (it is stored with the job).
+fn submit_check(
+    host: &mut dyn Host,
+    backend: &dyn Backend,
+    state: &State,
+    argv: &[String],
+) -> Verdict {
+    // Argument problems are the admins' to fix, and they see them in slurmd's log.
+    let args = parse_args(host, argv, Level::Debug);
+    let req = match requested(host, state) {
+        None => return Verdict::Continue,
+        Some(Ok(r)) => r,
+        Some(Err(msg)) => {
+            host.log(Level::Error, &msg);
+            return Verdict::Fail;
+        }
+    };
+    if let Some(msg) = &args.misconfigured {
+        host.log(Level::Error, msg);
+        return Verdict::Fail;
+    }
+    let uid = host.process_uid();
+    let Some(home) = host.user_home(uid) else {
+        host.log(
+            Level::Error,
+            &format!("cannot find the home directory of uid {uid} in the password database"),
+        );
+        return Verdict::Fail;
+    };
+    if let Err(msg) = check_config_env(&*host) {
+        host.log(Level::Error, &msg);
+        return Verdict::Fail;
+    }
+    let env = |name: &str| host.getenv(name);
+    let request = Request {
+        home: &home,
+        env: &env,
+        context: req.context.as_deref(),
+        args: &args,
+    };
+    match backend.check_login(&request) {
+        Ok(summary) => {
+            host.log(Level::Verbose, &format!("login ok: {summary}"));
+            Verdict::Continue
+        }
+        Err(msg) => {
+            host.log(Level::Error, &format!("this job cannot get a token: {msg}"));
+            Verdict::Fail
+        }
+    }
+}
+
+/// Remote context, as root: make `<token_dir>/<jobid>` for the job's user. Never fails the hook.
+fn prepare_remote(host: &mut dyn Host, backend: &dyn Backend, state: &mut State, argv: &[String]) {
+    let args = parse_args(host, argv, Level::Error);
+    match requested(host, state) {
+        None => return,
+        Some(Ok(_)) => {}
+        Some(Err(msg)) => return state.remember(host, msg),
+    }
+    if let Some(msg) = args.misconfigured.clone() {
+        return state.remember(host, msg);
+    }
+    let (Some(job), Some(uid), Some(gid)) = (host.job_id(), host.job_uid(), host.job_gid()) else {
+        return state.remember(
+            host,
+            "Slurm did not provide the job id, uid and gid; please tell your site admins"
+                .to_owned(),
+        );
+    };
+    match backend.prepare_job_dir(&args.token_dir, &job.to_string(), uid, gid) {
+        Ok(dir) => {
+            host.log(Level::Debug, &format!("job={job} uid={uid} token directory {} ready", dir.display()));
+            state.job_dir = Some(dir);
+        }
+        Err(msg) => state.remember(
+            host,
+            format!("could not prepare the job's token directory on this node: {msg}; please tell your site admins"),
+        ),
+    }
+}
+
+/// `slurm_spank_user_init` (remote, effective uid = the job's user): obtain the token, write the
+/// job's token file, export its path. Never fails the hook.
+pub fn user_init(
+    host: &mut dyn Host,
+    backend: &dyn Backend,
+    state: &mut State,
+    argv: &[String],
+) -> Verdict {
+    if host.context() != Context::Remote {
+        return Verdict::Continue;
+    }
+    let args = parse_args(host, argv, Level::Debug);
+    let req = match requested(host, state) {
+        None => return Verdict::Continue,
+        Some(Ok(r)) => r,
+        Some(Err(msg)) => {
+            state.remember(host, msg);
+            return Verdict::Continue;
+        }
+    };
+    if state.failure.is_some() {
+        return Verdict::Continue; // reported by task_init
+    }
+    if let Err(msg) = deliver(host, backend, state, &args, &req) {
+        state.remember(host, msg);
+    }
+    Verdict::Continue
+}
+
+fn deliver(
+    host: &mut dyn Host,
+    backend: &dyn Backend,
+    state: &State,
+    args: &Args,
+    req: &Requested,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let (Some(job), Some(uid)) = (host.job_id(), host.job_uid()) else {
+        return Err(
+            "Slurm did not provide the job id and uid; please tell your site admins".to_owned(),
+        );
+    };
+    let dir = state
+        .job_dir
+        .clone()
+        .unwrap_or_else(|| args.token_dir.join(job.to_string()));
+    let file_name = req.file_name();
+    let step = step_name(host.step_id());
+
+    if let Some(token) = backend.reuse_token(&dir.join(&file_name), args.min_valid) {
+        let path = dir.join(&file_name);
+        export(host, args, &path, &token)?;
+        host.log(
+            Level::Info,
+            &format!(
+                "job={job} step={step} uid={uid} token={} reused=yes refreshed=no elapsed_ms={}",
+                token.fingerprint(),
+                started.elapsed().as_millis()
+            ),
+        );
+        return Ok(());
+    }
+
+    let home = host.user_home(uid).ok_or_else(|| {
+        format!("cannot find the home directory of uid {uid} in the password database")
+    })?;
+    check_config_env(&*host)?;
+    let env = |name: &str| host.getenv(name);
+    let request = Request {
+        home: &home,
+        env: &env,
+        context: req.context.as_deref(),
+        args,
+    };
+    let got = backend
+        .obtain(&request)
+        .map_err(|msg| format!("this job could not get a token: {msg}"))?;
+    let path = backend
+        .write_token(&dir, &file_name, &got.token)
+        .map_err(|msg| format!("could not write the job's token file: {msg}"))?;
+    export(host, args, &path, &got.token)?;
+    let expires_in = got
+        .expires_in
+        .map_or_else(|| "-".to_owned(), |s| s.to_string());
+    host.log(
+        Level::Info,
+        &format!(
+            "job={job} step={step} uid={uid} token={} subject={} client_id={} reused=no \
+             refreshed={} source={} expires_in_s={expires_in} lock_wait_ms={} elapsed_ms={}",
+            got.token.fingerprint(),
+            got.subject.as_deref().unwrap_or("-"),
+            got.client_id,
+            if got.refreshed { "yes" } else { "no" },
+            got.source,
+            got.lock_wait.as_millis(),
+            got.elapsed.max(started.elapsed()).as_millis()
+        ),
+    );
+    if got.source == "stale" {
+        host.log(
+            Level::Error,
+            &format!(
+                "job={job}: the identity provider could not be reached; the job got a token that \
+                 expires in {expires_in} s, less than min_valid ({} s)",
+                args.min_valid.as_secs()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The variables that move a user's qsh configuration (as token-core reads them).
+pub const CONFIG_ENV: [&str; 2] = ["QSH_CONFIG_DIR", "QSH_CONFIG"];
+
+/// A relative `QSH_CONFIG_DIR` / `QSH_CONFIG` would be resolved against a different directory on
+/// the compute node than at submission: refuse it with the fix, at submission already.
+fn check_config_env(host: &dyn Host) -> Result<(), String> {
+    for name in CONFIG_ENV {
+        if let Some(v) = host.getenv(name).filter(|v| !v.is_empty())
+            && !Path::new(&v).is_absolute()
+        {
+            return Err(format!(
+                "{name}={v} is a relative path, which a job cannot use: \
+                 export {name}=\"$(realpath {v})\" and submit again"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Puts the token file (and, unless `env_token=no`, the token) into the job's environment.
+fn export(host: &mut dyn Host, args: &Args, path: &Path, token: &Secret) -> Result<(), String> {
+    let path = path.to_str().ok_or_else(|| {
+        format!(
+            "the token file path {} is not UTF-8; set token_dir to a plain path",
+            path.display()
+        )
+    })?;
+    let set = |host: &mut dyn Host, k: &str, v: &str| {
+        host.setenv(k, v)
+            .map_err(|e| format!("could not set {k} in the job environment: {}", e.0))
+    };
+    set(host, ENV_TOKEN_FILE, path)?;
+    set(host, ENV_BEARER_TOKEN_FILE, path)?;
+    // A BEARER_TOKEN from the submission environment would shadow the file; a missing
+    // variable is not an error.
+    let _ = host.unsetenv(ENV_BEARER_TOKEN);
+    if args.env_token {
+        set(host, ENV_ACCESS_TOKEN, token.expose())?;
+    } else {
+        let _ = host.unsetenv(ENV_ACCESS_TOKEN);
+    }
+    Ok(())
+}
+
+/// `slurm_spank_task_init` (remote, as the user, once per task): report a remembered failure,
+/// which fails the job and leaves the node up.
+pub fn task_init(host: &mut dyn Host, state: &State) -> Verdict {
+    if host.context() != Context::Remote {
+        return Verdict::Continue;
+    }
+    match &state.failure {
+        Some(msg) => {
+            host.log(Level::Error, msg);
+            Verdict::Fail
+        }
+        None => Verdict::Continue,
+    }
+}
+
+/// `slurm_spank_job_epilog` (slurmd, root, no `init` before it): remove the job's token
+/// directory. Runs for every job, whether it asked for a token or not, so srun-only jobs and
+/// `--export=NONE` jobs are cleaned too. Never fails the hook.
+pub fn job_epilog(host: &mut dyn Host, backend: &dyn Backend, argv: &[String]) -> Verdict {
+    let args = parse_args(host, argv, Level::Error);
+    match host.job_id() {
+        Some(job) => remove(host, backend, &args, job),
+        None => host.log(
+            Level::Error,
+            "job_epilog: Slurm did not provide the job id; nothing cleaned",
+        ),
+    }
+    Verdict::Continue
+}
+
+/// `slurm_spank_exit`: the batch step's slurmstepd removes the job's token directory when the
+/// batch script has ended (the epilog does it on every node anyway). Never fails the hook.
+pub fn exit(host: &mut dyn Host, backend: &dyn Backend, state: &State, argv: &[String]) -> Verdict {
+    if host.context() != Context::Remote || host.step_id() != Some(BATCH_STEP) {
+        return Verdict::Continue;
+    }
+    let args = parse_args(host, argv, Level::Debug);
+    if requested(host, state).is_none() {
+        return Verdict::Continue;
+    }
+    if let Some(job) = host.job_id() {
+        remove(host, backend, &args, job);
+    }
+    Verdict::Continue
+}
+
+fn remove(host: &dyn Host, backend: &dyn Backend, args: &Args, job: u32) {
+    match backend.remove_job_dir(&args.token_dir, &job.to_string()) {
+        Ok(true) => host.log(Level::Info, &format!("job={job} token directory removed")),
+        Ok(false) => {}
+        Err(msg) => host.log(
+            Level::Error,
+            &format!("job={job} could not remove the token directory: {msg}"),
+        ),
+    }
+}
+
+fn step_name(step: Option<u32>) -> String {
+    match step {
+        Some(BATCH_STEP) => "batch".to_owned(),
+        Some(EXTERN_STEP) => "extern".to_owned(),
+        Some(n) => n.to_string(),
+        None => "-".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

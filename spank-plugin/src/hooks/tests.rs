@@ -1,0 +1,607 @@
+//! The policy, tested with a fake Slurm and a fake token-core.
+
+use super::*;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+const TOKEN: &str = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9.c2VjcmV0LXNpZ25hdHVyZQ";
+const JOB: u32 = 4242;
+const UID: u32 = 1001;
+const GID: u32 = 1002;
+
+struct FakeHost {
+    ctx: Context,
+    step: Option<u32>,
+    option: OptionState,
+    env: BTreeMap<String, String>,
+    set: BTreeMap<String, String>,
+    unset: Vec<String>,
+    setenv_fails: bool,
+    logs: RefCell<Vec<(Level, String)>>,
+}
+
+impl FakeHost {
+    fn new(ctx: Context, option: OptionState) -> Self {
+        FakeHost {
+            ctx,
+            step: Some(0),
+            option,
+            env: BTreeMap::new(),
+            set: BTreeMap::new(),
+            unset: Vec::new(),
+            setenv_fails: false,
+            logs: RefCell::new(Vec::new()),
+        }
+    }
+    fn flag() -> OptionState {
+        OptionState::Given(None)
+    }
+    fn errors(&self) -> Vec<String> {
+        self.logs
+            .borrow()
+            .iter()
+            .filter(|(l, _)| *l == Level::Error)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+    fn all_logs(&self) -> String {
+        self.logs
+            .borrow()
+            .iter()
+            .map(|(_, m)| m.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Host for FakeHost {
+    fn context(&self) -> Context {
+        self.ctx
+    }
+    fn is_remote(&self) -> bool {
+        self.ctx == Context::Remote
+    }
+    fn job_id(&self) -> Option<u32> {
+        (self.ctx != Context::Allocator).then_some(JOB)
+    }
+    fn job_uid(&self) -> Option<u32> {
+        (self.ctx == Context::Remote).then_some(UID)
+    }
+    fn job_gid(&self) -> Option<u32> {
+        (self.ctx == Context::Remote).then_some(GID)
+    }
+    fn step_id(&self) -> Option<u32> {
+        self.step
+    }
+    fn process_uid(&self) -> u32 {
+        if self.ctx == Context::Remote { 0 } else { UID }
+    }
+    fn user_home(&self, uid: u32) -> Option<PathBuf> {
+        (uid == UID).then(|| PathBuf::from("/home/alice"))
+    }
+    fn getenv(&self, name: &str) -> Option<String> {
+        self.env.get(name).cloned()
+    }
+    fn setenv(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        if self.setenv_fails {
+            return Err(HostError("Valid only in remote context".to_owned()));
+        }
+        self.set.insert(name.to_owned(), value.to_owned());
+        Ok(())
+    }
+    fn unsetenv(&mut self, name: &str) -> Result<(), HostError> {
+        self.unset.push(name.to_owned());
+        Ok(())
+    }
+    fn option_value(&self) -> OptionState {
+        self.option.clone()
+    }
+    fn log(&self, level: Level, msg: &str) {
+        self.logs.borrow_mut().push((level, msg.to_owned()));
+    }
+}
+
+#[derive(Default)]
+struct FakeBackend {
+    login_error: Option<String>,
+    prepare_error: Option<String>,
+    reusable: bool,
+    obtain_error: Option<String>,
+    calls: RefCell<Vec<String>>,
+}
+
+impl FakeBackend {
+    fn calls(&self) -> Vec<String> {
+        self.calls.borrow().clone()
+    }
+    fn called(&self, prefix: &str) -> bool {
+        self.calls.borrow().iter().any(|c| c.starts_with(prefix))
+    }
+}
+
+impl Backend for FakeBackend {
+    fn check_login(&self, req: &Request<'_>) -> Result<String, String> {
+        self.calls.borrow_mut().push(format!(
+            "check_login home={} context={:?} qsh={:?}",
+            req.home.display(),
+            req.context,
+            (req.env)("QSH_CONFIG_DIR")
+        ));
+        match &self.login_error {
+            Some(e) => Err(e.clone()),
+            None => Ok("context default, subject alice".to_owned()),
+        }
+    }
+    fn prepare_job_dir(
+        &self,
+        base: &Path,
+        job: &str,
+        uid: u32,
+        gid: u32,
+    ) -> Result<PathBuf, String> {
+        self.calls
+            .borrow_mut()
+            .push(format!("prepare {} {job} {uid} {gid}", base.display()));
+        match &self.prepare_error {
+            Some(e) => Err(e.clone()),
+            None => Ok(base.join(job)),
+        }
+    }
+    fn reuse_token(&self, file: &Path, min_valid: Duration) -> Option<Secret> {
+        self.calls
+            .borrow_mut()
+            .push(format!("reuse {} {}", file.display(), min_valid.as_secs()));
+        self.reusable.then(|| Secret::new(TOKEN))
+    }
+    fn obtain(&self, req: &Request<'_>) -> Result<Delivery, String> {
+        self.calls.borrow_mut().push(format!(
+            "obtain home={} context={:?} min_valid={}",
+            req.home.display(),
+            req.context,
+            req.args.min_valid.as_secs()
+        ));
+        match &self.obtain_error {
+            Some(e) => Err(e.clone()),
+            None => Ok(Delivery {
+                token: Secret::new(TOKEN),
+                refreshed: true,
+                source: "renewed",
+                expires_in: Some(3600),
+                lock_wait: Duration::ZERO,
+                subject: Some("alice".to_owned()),
+                client_id: "qlam-cli".to_owned(),
+                elapsed: Duration::from_millis(12),
+            }),
+        }
+    }
+    fn write_token(&self, dir: &Path, file_name: &str, _token: &Secret) -> Result<PathBuf, String> {
+        self.calls
+            .borrow_mut()
+            .push(format!("write {} {file_name}", dir.display()));
+        Ok(dir.join(file_name))
+    }
+    fn remove_job_dir(&self, base: &Path, job: &str) -> Result<bool, String> {
+        self.calls
+            .borrow_mut()
+            .push(format!("remove {} {job}", base.display()));
+        Ok(true)
+    }
+}
+
+fn argv(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// Runs the remote hooks of one step in order; returns task_init's verdict.
+fn run_step(host: &mut FakeHost, backend: &FakeBackend, args: &[String]) -> (State, Verdict) {
+    let mut state = State::default();
+    assert_eq!(
+        init_post_opt(host, backend, &mut state, args),
+        Verdict::Continue,
+        "remote init_post_opt must never fail"
+    );
+    assert_eq!(
+        user_init(host, backend, &mut state, args),
+        Verdict::Continue,
+        "user_init must never fail"
+    );
+    let v = task_init(host, &state);
+    (state, v)
+}
+
+#[test]
+fn allocator_without_option_does_nothing() {
+    let mut host = FakeHost::new(Context::Allocator, OptionState::NotGiven);
+    let backend = FakeBackend::default();
+    let mut state = State::default();
+    assert_eq!(
+        init_post_opt(&mut host, &backend, &mut state, &[]),
+        Verdict::Continue
+    );
+    assert!(backend.calls().is_empty());
+    assert!(host.set.is_empty());
+}
+
+#[test]
+fn allocator_checks_login_and_never_sets_env() {
+    for ctx in [Context::Allocator, Context::Local] {
+        let mut host = FakeHost::new(ctx, OptionState::Given(Some("prod".to_owned())));
+        host.env.insert(
+            "QSH_CONFIG_DIR".to_owned(),
+            "/home/alice/.qsh-test".to_owned(),
+        );
+        let backend = FakeBackend::default();
+        let mut state = State::default();
+        assert_eq!(
+            init_post_opt(&mut host, &backend, &mut state, &[]),
+            Verdict::Continue
+        );
+        assert_eq!(
+            backend.calls(),
+            vec![
+                r#"check_login home=/home/alice context=Some("prod") qsh=Some("/home/alice/.qsh-test")"#
+            ]
+        );
+        // The later hooks of sbatch/srun never deliver either.
+        assert_eq!(
+            user_init(&mut host, &backend, &mut state, &[]),
+            Verdict::Continue
+        );
+        assert_eq!(task_init(&mut host, &state), Verdict::Continue);
+        assert!(host.set.is_empty(), "{ctx:?}: {:?}", host.set);
+        assert!(host.unset.is_empty());
+        assert_eq!(backend.calls().len(), 1);
+    }
+}
+
+#[test]
+fn allocator_refuses_a_user_without_login() {
+    let mut host = FakeHost::new(Context::Allocator, FakeHost::flag());
+    let backend = FakeBackend {
+        login_error: Some("not logged in for context 'default': run `qlam-auth login`".to_owned()),
+        ..Default::default()
+    };
+    let mut state = State::default();
+    assert_eq!(
+        init_post_opt(&mut host, &backend, &mut state, &[]),
+        Verdict::Fail
+    );
+    let errors = host.errors();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].contains("qlam-auth login"), "{errors:?}");
+    assert!(host.set.is_empty());
+}
+
+#[test]
+fn allocator_refuses_a_bad_context_name() {
+    let mut host = FakeHost::new(
+        Context::Allocator,
+        OptionState::Given(Some("../etc".to_owned())),
+    );
+    let backend = FakeBackend::default();
+    assert_eq!(
+        init_post_opt(&mut host, &backend, &mut State::default(), &[]),
+        Verdict::Fail
+    );
+    assert!(backend.calls().is_empty());
+}
+
+#[test]
+fn remote_delivers_file_and_env() {
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    let backend = FakeBackend::default();
+    let (state, v) = run_step(&mut host, &backend, &argv(&["min_valid=900"]));
+    assert_eq!(v, Verdict::Continue);
+    assert_eq!(state.failure, None);
+    assert_eq!(
+        backend.calls(),
+        vec![
+            "prepare /run/qlam-auth 4242 1001 1002",
+            "reuse /run/qlam-auth/4242/token 900",
+            "obtain home=/home/alice context=None min_valid=900",
+            "write /run/qlam-auth/4242 token",
+        ]
+    );
+    assert_eq!(
+        host.set.get(ENV_TOKEN_FILE).map(String::as_str),
+        Some("/run/qlam-auth/4242/token")
+    );
+    assert_eq!(
+        host.set.get(ENV_BEARER_TOKEN_FILE).map(String::as_str),
+        Some("/run/qlam-auth/4242/token")
+    );
+    assert_eq!(
+        host.set.get(ENV_ACCESS_TOKEN).map(String::as_str),
+        Some(TOKEN)
+    );
+    assert_eq!(host.unset, vec![ENV_BEARER_TOKEN]);
+    let logs = host.all_logs();
+    assert!(
+        logs.contains("job=4242 step=0 uid=1001 token=sha256:"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("subject=alice client_id=qlam-cli reused=no refreshed=yes"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(TOKEN) && !logs.contains("c2VjcmV0"),
+        "a log line holds the token: {logs}"
+    );
+}
+
+#[test]
+fn env_token_no_keeps_the_token_out_of_the_environment() {
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    let backend = FakeBackend::default();
+    let (_, v) = run_step(&mut host, &backend, &argv(&["env_token=no"]));
+    assert_eq!(v, Verdict::Continue);
+    assert!(host.set.contains_key(ENV_TOKEN_FILE));
+    assert!(!host.set.contains_key(ENV_ACCESS_TOKEN));
+    assert!(host.set.values().all(|v| v != TOKEN));
+    assert!(host.unset.contains(&ENV_ACCESS_TOKEN.to_owned()));
+}
+
+#[test]
+fn later_step_reuses_the_job_token() {
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    let backend = FakeBackend {
+        reusable: true,
+        ..Default::default()
+    };
+    let (_, v) = run_step(&mut host, &backend, &[]);
+    assert_eq!(v, Verdict::Continue);
+    assert!(!backend.called("obtain"));
+    assert!(!backend.called("write"));
+    assert_eq!(
+        host.set.get(ENV_ACCESS_TOKEN).map(String::as_str),
+        Some(TOKEN)
+    );
+    assert!(host.all_logs().contains("reused=yes"));
+}
+
+#[test]
+fn remote_without_option_does_nothing() {
+    let mut host = FakeHost::new(Context::Remote, OptionState::NotGiven);
+    let backend = FakeBackend::default();
+    let (state, v) = run_step(&mut host, &backend, &[]);
+    assert_eq!(v, Verdict::Continue);
+    assert_eq!(state, State::default());
+    assert!(backend.calls().is_empty());
+    assert!(host.set.is_empty());
+}
+
+#[test]
+fn export_none_flag_is_read_from_the_job_environment() {
+    let mut host = FakeHost::new(Context::Remote, OptionState::NotGiven);
+    host.env
+        .insert(crate::OPTION_ENV.to_owned(), "(null)".to_owned());
+    let backend = FakeBackend::default();
+    let (_, v) = run_step(&mut host, &backend, &[]);
+    assert_eq!(v, Verdict::Continue);
+    assert!(
+        backend.called("obtain home=/home/alice context=None"),
+        "{:?}",
+        backend.calls()
+    );
+    assert!(host.set.contains_key(ENV_TOKEN_FILE));
+}
+
+#[test]
+fn export_none_value_selects_the_context_and_its_own_file() {
+    let mut host = FakeHost::new(Context::Remote, OptionState::NotGiven);
+    host.env
+        .insert(crate::OPTION_ENV.to_owned(), "prod".to_owned());
+    let backend = FakeBackend::default();
+    let (_, v) = run_step(&mut host, &backend, &[]);
+    assert_eq!(v, Verdict::Continue);
+    assert!(
+        backend.called(r#"obtain home=/home/alice context=Some("prod")"#),
+        "{:?}",
+        backend.calls()
+    );
+    assert_eq!(
+        host.set.get(ENV_TOKEN_FILE).map(String::as_str),
+        Some("/run/qlam-auth/4242/token-prod")
+    );
+}
+
+#[test]
+fn remote_empty_value_means_current_context() {
+    // 22.05 passes "" to the remote side for a bare `--qlam-auth`.
+    let mut host = FakeHost::new(Context::Remote, OptionState::Given(Some(String::new())));
+    let backend = FakeBackend::default();
+    let (_, v) = run_step(&mut host, &backend, &[]);
+    assert_eq!(v, Verdict::Continue);
+    assert!(backend.called("obtain home=/home/alice context=None"));
+}
+
+#[test]
+fn obtain_failure_is_remembered_and_fails_only_task_init() {
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    let backend = FakeBackend {
+        obtain_error: Some(
+            "the login for context 'default' has expired: run `qlam-auth login`".to_owned(),
+        ),
+        ..Default::default()
+    };
+    let (state, v) = run_step(&mut host, &backend, &[]);
+    assert_eq!(v, Verdict::Fail);
+    let msg = state.failure.unwrap_or_default();
+    assert!(
+        msg.contains("could not get a token") && msg.contains("qlam-auth login"),
+        "{msg}"
+    );
+    assert!(host.set.is_empty());
+    // Logged as an error once, by task_init (into the job's output).
+    assert_eq!(host.errors().len(), 1);
+    assert!(host.all_logs().contains("job will fail in task_init"));
+}
+
+#[test]
+fn prepare_failure_skips_delivery_and_fails_the_job() {
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    let backend = FakeBackend {
+        prepare_error: Some("refusing /run/qlam-auth/4242: a symlink".to_owned()),
+        ..Default::default()
+    };
+    let (state, v) = run_step(&mut host, &backend, &[]);
+    assert_eq!(v, Verdict::Fail);
+    assert!(!backend.called("obtain"));
+    assert!(state.failure.unwrap_or_default().contains("site admins"));
+    assert!(host.set.is_empty());
+}
+
+#[test]
+fn setenv_failure_is_remembered() {
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    host.setenv_fails = true;
+    let backend = FakeBackend::default();
+    let (state, v) = run_step(&mut host, &backend, &[]);
+    assert_eq!(v, Verdict::Fail);
+    assert!(
+        state
+            .failure
+            .unwrap_or_default()
+            .contains("QLAM_TOKEN_FILE")
+    );
+}
+
+#[test]
+fn misconfigured_plugin_refuses_token_jobs_only() {
+    let bad = argv(&["issuers=http://insecure.example", "bogus=1"]);
+    // A job without the option is not affected and nothing fails.
+    let mut host = FakeHost::new(Context::Remote, OptionState::NotGiven);
+    let backend = FakeBackend::default();
+    let (_, v) = run_step(&mut host, &backend, &bad);
+    assert_eq!(v, Verdict::Continue);
+    assert!(backend.calls().is_empty());
+    // A job with it fails in task_init, never in a hook that drains the node.
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    let (state, v) = run_step(&mut host, &backend, &bad);
+    assert_eq!(v, Verdict::Fail);
+    assert!(state.failure.unwrap_or_default().contains("misconfigured"));
+    assert!(backend.calls().is_empty());
+    // And sbatch refuses it up front.
+    let mut host = FakeHost::new(Context::Allocator, FakeHost::flag());
+    assert_eq!(
+        init_post_opt(&mut host, &backend, &mut State::default(), &bad),
+        Verdict::Fail
+    );
+}
+
+#[test]
+fn epilog_always_cleans_and_never_fails() {
+    let mut host = FakeHost::new(Context::JobScript, OptionState::NotGiven);
+    let backend = FakeBackend::default();
+    assert_eq!(
+        job_epilog(&mut host, &backend, &argv(&["token_dir=/var/run/qt"])),
+        Verdict::Continue
+    );
+    assert_eq!(backend.calls(), vec!["remove /var/run/qt 4242"]);
+}
+
+#[test]
+fn batch_step_exit_cleans_other_steps_do_not() {
+    let backend = FakeBackend::default();
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    host.step = Some(3);
+    assert_eq!(
+        exit(&mut host, &backend, &State::default(), &[]),
+        Verdict::Continue
+    );
+    assert!(backend.calls().is_empty());
+    host.step = Some(BATCH_STEP);
+    assert_eq!(
+        exit(&mut host, &backend, &State::default(), &[]),
+        Verdict::Continue
+    );
+    assert_eq!(backend.calls(), vec!["remove /run/qlam-auth 4242"]);
+    let mut sbatch = FakeHost::new(Context::Allocator, FakeHost::flag());
+    sbatch.step = Some(BATCH_STEP);
+    assert_eq!(
+        exit(&mut sbatch, &backend, &State::default(), &[]),
+        Verdict::Continue
+    );
+    assert_eq!(backend.calls().len(), 1);
+}
+
+#[test]
+fn option_callback_validates_and_records() {
+    let log = |_: Level, _: &str| {};
+    let mut state = State::default();
+    assert_eq!(
+        option_callback(&log, &mut state, Some("bad name")),
+        Verdict::Fail
+    );
+    assert_eq!(state.option_from_callback, None);
+    assert_eq!(option_callback(&log, &mut state, None), Verdict::Continue);
+    assert_eq!(state.option_from_callback, Some(None));
+    // The recorded value stands in when spank_option_getopt does not report the option.
+    let mut host = FakeHost::new(Context::Remote, OptionState::NotGiven);
+    let backend = FakeBackend::default();
+    assert_eq!(
+        init_post_opt(&mut host, &backend, &mut state, &[]),
+        Verdict::Continue
+    );
+    assert!(backend.called("prepare"));
+}
+
+#[test]
+fn relative_config_dir_is_refused_at_submission_and_in_the_job() {
+    let mut host = FakeHost::new(Context::Allocator, FakeHost::flag());
+    host.env
+        .insert("QSH_CONFIG_DIR".to_owned(), "qsh-test".to_owned());
+    let backend = FakeBackend::default();
+    assert_eq!(
+        init_post_opt(&mut host, &backend, &mut State::default(), &[]),
+        Verdict::Fail
+    );
+    assert!(
+        host.errors()[0].contains("realpath qsh-test"),
+        "{:?}",
+        host.errors()
+    );
+    assert!(backend.calls().is_empty());
+
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    host.env
+        .insert("QSH_CONFIG".to_owned(), "conf.json".to_owned());
+    let (state, v) = run_step(&mut host, &backend, &[]);
+    assert_eq!(v, Verdict::Fail);
+    assert!(
+        state
+            .failure
+            .unwrap_or_default()
+            .contains("QSH_CONFIG=conf.json")
+    );
+    assert!(!backend.called("obtain"));
+}
+
+#[test]
+fn option_values() {
+    assert_eq!(parse_option_value(None), Ok(Requested { context: None }));
+    assert_eq!(
+        parse_option_value(Some("(null)")),
+        Ok(Requested { context: None })
+    );
+    assert_eq!(
+        parse_option_value(Some("")),
+        Ok(Requested { context: None })
+    );
+    assert_eq!(
+        parse_option_value(Some("lab-2.prod@site+x")),
+        Ok(Requested {
+            context: Some("lab-2.prod@site+x".to_owned())
+        })
+    );
+    for bad in [
+        ".hidden",
+        "a/b",
+        "a b",
+        "x\n",
+        &"c".repeat(MAX_CONTEXT_LEN + 1),
+    ] {
+        assert!(parse_option_value(Some(bad)).is_err(), "{bad:?}");
+    }
+}

@@ -1,0 +1,324 @@
+//! Test support: the real test IdP (tests/idp, oidc-provider over https), temporary qsh homes,
+//! headless device approval, and the real qlam-core in a venv.
+#![allow(clippy::unwrap_used)] // test support: a panic is a failing test
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use token_core::broker::Broker;
+use token_core::config::{Config, ProviderConfig};
+use token_core::http::{HttpSettings, SharedHttp, UreqClient};
+use token_core::paths::QshPaths;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A running test IdP. One per test binary; a watchdog stops it when the test process exits.
+pub struct Idp {
+    pub issuer: String,
+    pub ca: PathBuf,
+    pub dir: PathBuf,
+}
+
+static IDP: OnceLock<Idp> = OnceLock::new();
+
+static IDP_STATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// For tests that read IdP-wide counters or inject faults: no other test of this binary runs
+/// against the IdP meanwhile.
+pub fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    IDP_STATE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// For all other tests: they may run together, but not during an exclusive one.
+pub fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    IDP_STATE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts (once per test binary) the IdP with these `IDP_*` knobs.
+pub fn idp(knobs: &[(&str, &str)]) -> &'static Idp {
+    IDP.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("qlam-idp-").tempdir().unwrap().keep();
+        let start = repo_root().join("tests/idp/start.sh");
+        let out = Command::new("bash")
+            .arg(&start)
+            .arg(&dir)
+            .envs(knobs.iter().copied())
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "the test IdP did not start (tests/idp/start.sh; needs node and npm, see README):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ready: Value = serde_json::from_slice(&std::fs::read(dir.join("ready.json")).unwrap()).unwrap();
+        // Watchdog: stop the IdP when this test process is gone.
+        let stop = repo_root().join("tests/idp/stop.sh");
+        let me = std::process::id();
+        // `setsid -f` forks the watchdog into its own session and returns at once.
+        Command::new("setsid")
+            .args(["-f", "bash", "-c", "while kill -0 \"$0\" 2>/dev/null; do sleep 0.3; done; bash \"$1\" \"$2\"; rm -rf \"$2\""])
+            .arg(me.to_string())
+            .arg(&stop)
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        Idp { issuer: ready["issuer"].as_str().unwrap().to_owned(), ca: PathBuf::from(ready["ca"].as_str().unwrap()), dir }
+    })
+}
+
+impl Idp {
+    pub fn http_settings(&self) -> HttpSettings {
+        HttpSettings {
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            ca_bundle: Some(self.ca.clone()),
+            allowed_issuers: None,
+        }
+    }
+
+    pub fn http(&self) -> SharedHttp {
+        Arc::new(UreqClient::new(&self.http_settings()).unwrap())
+    }
+
+    fn control(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/_test/{path}", self.issuer);
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--fail-with-body", "--max-time", "10", "--cacert"])
+            .arg(&self.ca)
+            .args(["-X", method]);
+        if let Some(b) = body {
+            cmd.args(["-H", "content-type: application/json", "-d", &b.to_string()]);
+        }
+        let out = cmd.arg(&url).output().expect("curl runs");
+        assert!(
+            out.status.success(),
+            "{method} {url}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn stats(&self) -> Value {
+        self.control("GET", "stats", None)
+    }
+
+    /// Token-endpoint requests of one grant type (`refresh_token`, `client_credentials`, ...).
+    pub fn token_requests(&self, grant: &str) -> u64 {
+        self.stats()["token_requests"][grant].as_u64().unwrap_or(0)
+    }
+
+    pub fn errors(&self, code: &str) -> u64 {
+        self.stats()["errors"][code].as_u64().unwrap_or(0)
+    }
+
+    pub fn fault(&self, mode: &str, count: u32) {
+        self.control(
+            "POST",
+            "fault",
+            Some(serde_json::json!({"mode": mode, "count": count, "retry_after": 1})),
+        );
+    }
+
+    pub fn clear_fault(&self) {
+        self.control(
+            "POST",
+            "fault",
+            Some(serde_json::json!({"mode": "html", "count": 0})),
+        );
+    }
+
+    pub fn revoke_user(&self, sub: &str) {
+        self.control("POST", "revoke", Some(serde_json::json!({"sub": sub})));
+    }
+
+    /// Approves a device code as `user`, headlessly, through the real login pages.
+    pub fn approve(&self, user: &str, user_code: &str) {
+        let out = Command::new("node")
+            .arg(repo_root().join("tests/idp/approve.mjs"))
+            .args(["--issuer", &self.issuer, "--ca"])
+            .arg(&self.ca)
+            .args([
+                "--user",
+                user,
+                "--password",
+                &format!("{user}-pw"),
+                "--user-code",
+                user_code,
+            ])
+            .output()
+            .expect("node runs");
+        assert!(
+            out.status.success(),
+            "approval failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Is this access token valid at the IdP (its userinfo endpoint accepts it)?
+    pub fn accepts(&self, token: &str) -> bool {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+                "--cacert",
+            ])
+            .arg(&self.ca)
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .arg(format!("{}/me", self.issuer))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout) == "200"
+    }
+}
+
+/// A private qsh config directory with one context.
+pub struct QshHome {
+    pub dir: tempfile::TempDir,
+    pub paths: QshPaths,
+}
+
+pub const USER_CONTEXT: &str = "lab";
+pub const M2M_CONTEXT: &str = "pipeline";
+
+impl QshHome {
+    pub fn new(idp: &Idp) -> Self {
+        let dir = tempfile::Builder::new().prefix("qsh-").tempdir().unwrap();
+        let config_dir = dir.path().join(".qsh");
+        std::fs::create_dir(&config_dir).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let config = serde_json::json!({
+            "current_context": USER_CONTEXT,
+            "contexts": [
+                {"name": USER_CONTEXT, "qpu": "test",
+                 "defaults": {"auth_provider": "testidp"},
+                 "auth_providers": [{"provider": "oauth", "name": "testidp", "auth_base_url": idp.issuer,
+                    "client_id": "qlam-cli", "client_secret": null, "grant_type": "device_code",
+                    "scope": null, "audience": null, "tenant": null}]},
+                {"name": M2M_CONTEXT, "qpu": "test",
+                 "defaults": {"auth_provider": "svc"},
+                 "auth_providers": [{"provider": "oauth", "name": "svc", "auth_base_url": idp.issuer,
+                    "client_id": "qlam-m2m", "client_secret": "m2m-secret", "grant_type": "client_credentials",
+                    "audience": "https://slurm.example/api"}]}
+            ]
+        });
+        let file = config_dir.join("config.json");
+        std::fs::write(&file, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let paths = QshPaths::resolve(dir.path(), &|_| None);
+        QshHome { dir, paths }
+    }
+
+    pub fn provider(&self, context: &str) -> ProviderConfig {
+        Config::load(&self.paths)
+            .unwrap()
+            .provider(Some(context))
+            .unwrap()
+    }
+
+    pub fn broker(&self, idp: &Idp, context: &str) -> Broker {
+        Broker::new(&self.paths, self.provider(context), &idp.http_settings())
+            .unwrap()
+            .with_http(idp.http())
+    }
+
+    pub fn credentials_file(&self, context: &str) -> PathBuf {
+        self.broker_path(context)
+    }
+
+    fn broker_path(&self, context: &str) -> PathBuf {
+        token_core::store::CredentialStore::new(&self.paths)
+            .path_for(&self.provider(context).cache_key())
+    }
+
+    /// Logs `user` in with the device flow, approving headlessly.
+    pub fn device_login(&self, idp: &Idp, user: &str) {
+        let broker = self.broker(idp, USER_CONTEXT);
+        let oauth = broker.oauth().unwrap();
+        let auth = oauth.start_device().unwrap();
+        idp.approve(user, &auth.user_code);
+        let tokens = oauth
+            .poll_device(&auth, &mut token_core::oauth::device::Quiet)
+            .unwrap();
+        broker.save_login(tokens).unwrap();
+    }
+
+    /// Makes the stored access token look old: issued two hours ago, valid one hour.
+    pub fn expire_access_token(&self, context: &str) {
+        let store = token_core::store::CredentialStore::new(&self.paths);
+        let key = self.provider(context).cache_key();
+        let mut t = store.load(&key).unwrap().unwrap().tokens;
+        t.created_at = token_core::time::Timestamp::now().plus_seconds(-7200);
+        t.expires_in = Some(3600);
+        store.save(&key, context, &t).unwrap();
+    }
+}
+
+/// A venv with the real qlam-core 0.10.0 from PyPI (made once, under target/).
+pub fn qlam_core_python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let venv = repo_root().join("target/qlam-core-venv");
+        let py = venv.join("bin/python");
+        let marker = venv.join(".qlam-core-0.10.0");
+        if !marker.exists() {
+            let script = format!(
+                "set -e; exec 9>'{v}.lock'; flock 9; [ -e '{m}' ] && exit 0; rm -rf '{v}'; /usr/bin/python3 -m venv '{v}'; \
+                 '{v}/bin/pip' install -q --disable-pip-version-check qlam-core==0.10.0; touch '{m}'",
+                v = venv.display(),
+                m = marker.display()
+            );
+            let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+            assert!(out.status.success(), "could not install qlam-core 0.10.0 into a venv: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        py
+    })
+    .clone()
+}
+
+/// Runs the qlam-core driver (tests/interop/qlam_core_driver.py) for `home`.
+pub fn qlam_core(idp: &Idp, home: &QshHome, verb: &str, context: &str, provider: &str) -> Value {
+    let out = Command::new(qlam_core_python())
+        .arg(repo_root().join("tests/interop/qlam_core_driver.py"))
+        .args([verb, context, provider])
+        .env("QSH_CONFIG_DIR", &home.paths.config_dir)
+        .env("SSL_CERT_FILE", &idp.ca)
+        .env("REQUESTS_CA_BUNDLE", &idp.ca)
+        .env("HOME", home.dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "qlam-core printed no result: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    serde_json::from_str(line).unwrap()
+}
+
+pub fn file_bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}

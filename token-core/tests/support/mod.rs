@@ -212,7 +212,7 @@ impl QshHome {
                  "defaults": {"auth_provider": "testidp"},
                  "auth_providers": [{"provider": "oauth", "name": "testidp", "auth_base_url": idp.issuer,
                     "client_id": "qlam-cli", "client_secret": null, "grant_type": "device_code",
-                    "scope": null, "audience": null, "tenant": null}]},
+                    "scope": null, "audience": null, "tenant": "test"}]},
                 {"name": M2M_CONTEXT, "qpu": "test",
                  "defaults": {"auth_provider": "svc"},
                  "auth_providers": [{"provider": "oauth", "name": "svc", "auth_base_url": idp.issuer,

@@ -29,7 +29,9 @@ impl TokenCore {
     fn broker(req: &Request<'_>) -> Result<(Broker, ProviderConfig), String> {
         let paths = QshPaths::resolve(req.home, req.env);
         let config = Config::load(&paths).map_err(|e| e.to_string())?;
-        let provider = config.provider_with_env(req.context, req.env).map_err(|e| e.to_string())?;
+        let provider = config
+            .provider_with_env(req.context, req.env)
+            .map_err(|e| e.to_string())?;
         let broker = Broker::new(&paths, provider.clone(), &http_settings(req.args))
             .map_err(|e| e.to_string())?;
         Ok((broker, provider))

@@ -116,10 +116,22 @@ fn child_obtain() {
     while !go.exists() {
         std::thread::sleep(Duration::from_millis(1));
     }
-    match broker.obtain(&opts(60)) {
-        Ok(t) => println!("RESULT ok {} {:?}", t.access_token.fingerprint(), t.source),
+    let threads_before = threads();
+    let result = broker.obtain(&opts(60));
+    let threads_after = threads();
+    match result {
+        Ok(t) => println!(
+            "RESULT ok {} {:?} {threads_before} {threads_after}",
+            t.access_token.fingerprint(),
+            t.source
+        ),
         Err(e) => println!("RESULT err {}", e.kind()),
     }
+}
+
+/// Threads of this process, from /proc: the plugin must leave none behind in slurmstepd.
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
 }
 
 fn the_idp_for_child() -> token_core::http::HttpSettings {
@@ -176,6 +188,10 @@ fn twenty_concurrent_processes_cause_one_refresh() {
         assert_eq!(parts[1], "ok", "{line}");
         fingerprints.push(parts[2].to_owned());
         sources.push(parts[3].to_owned());
+        assert_eq!(
+            parts[4], parts[5],
+            "a thread outlived the call into token-core: {line}"
+        );
     }
     let refreshes = idp.token_requests("refresh_token") - before;
     println!("20 processes: {refreshes} refresh request(s) at the IdP; sources {sources:?}");

@@ -1,1 +1,62 @@
-fn main() {}
+//! `qlam-auth`: log in once, then get tokens for scripts and Slurm jobs.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod exit;
+mod logger;
+mod ui;
+
+use clap::{CommandFactory, Parser};
+use cli::{Cli, Command, ConfigCommand};
+use exit::Failure;
+use std::process::ExitCode;
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Login(a) => commands::login::run(&a),
+        Command::Config(ConfigCommand::Init(a)) => commands::config::init(&a),
+        Command::Status(a) => commands::status::run(&a),
+        Command::Token(a) => commands::token::run(&a),
+        Command::Logout(a) => commands::logout::run(&a),
+        Command::Doctor(a) => commands::doctor::run(&a),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "qlam-auth", &mut out);
+            write_out(&out)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(|e| {
+                    Failure::msg(format!("cannot render the man page: {e}"), exit::OTHER)
+                })?;
+            write_out(&out)
+        }
+    }
+}
+
+fn write_out(bytes: &[u8]) -> Result<(), Failure> {
+    let text = String::from_utf8_lossy(bytes);
+    ui::emit(&[&text]).map_err(|e| {
+        Failure::msg(
+            format!("cannot write to stdout ({e}); redirect it to a file"),
+            exit::OTHER,
+        )
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logger::init(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if !f.is_reported() {
+                eprintln!("qlam-auth: error: {f}");
+            }
+            ExitCode::from(f.code())
+        }
+    }
+}

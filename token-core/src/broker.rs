@@ -90,6 +90,29 @@ pub struct LoginSummary {
     pub scope: Option<String>,
 }
 
+/// What happened to the token at the IdP during [`Broker::logout`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Revocation {
+    /// The IdP revoked it.
+    Revoked,
+    /// The IdP has no revocation endpoint.
+    NotSupported,
+    /// Not asked for, or nothing was stored.
+    NotAttempted,
+    /// Revocation failed; the local credentials were removed anyway.
+    Failed(Error),
+}
+
+/// The result of [`Broker::logout`].
+#[derive(Debug)]
+pub struct LogoutOutcome {
+    /// True if a credentials file was deleted.
+    pub removed: bool,
+    /// What happened at the IdP.
+    pub revocation: Revocation,
+}
+
 /// One provider's tokens: store plus IdP.
 #[derive(Debug)]
 pub struct Broker {
@@ -231,7 +254,8 @@ impl Broker {
         };
         let user_flow = self.provider.grant_type.is_user_flow();
         // 1. Fast path.
-        match self.store.load(&key)? {
+        let seen = self.store.load(&key)?;
+        match &seen {
             Some(s) if s.tokens.valid_for(Timestamp::now(), opts.min_valid) => {
                 return Ok(done(&s.tokens, Source::Cache, Duration::ZERO));
             }
@@ -248,7 +272,19 @@ impl Broker {
         let context = self.provider.context.clone();
         let lock = self.store.lock(&key, opts.lock_timeout, &mut |waited| {
             log::info!(target: "qlam_auth", "waiting for the credentials lock of context '{context}' ({} s)", waited.as_secs());
-        })?;
+        });
+        let lock = match lock {
+            Ok(l) => l,
+            // Someone else's refresh hangs: a stored token that is still valid beats failing.
+            Err(e @ Error::LockTimeout { .. }) => match &seen {
+                Some(s) if s.tokens.valid_for(Timestamp::now(), Duration::from_secs(1)) => {
+                    log::warn!(target: "qlam_auth", "{e}; using the stored token, valid for less than requested");
+                    return Ok(done(&s.tokens, Source::Stale, e_waited(&e)));
+                }
+                _ => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
         let lock_wait = lock.waited();
         let current = self.store.load(&key)?;
         if let Some(s) = &current
@@ -351,25 +387,39 @@ impl Broker {
         self.store.save(&key, &self.provider.context, &tokens)
     }
 
-    /// Deletes the stored login; revokes the refresh token first if `revoke` (best effort: a
-    /// revocation failure is returned alongside, the local credentials are removed anyway).
-    pub fn logout(&self, revoke: bool) -> Result<(bool, Option<Error>)> {
+    /// Deletes the stored login; revokes the refresh token first if `revoke` (best effort: the
+    /// local credentials are removed even if revocation fails).
+    pub fn logout(&self, revoke: bool) -> Result<LogoutOutcome> {
         let key = self.provider.cache_key();
         let _lock = self
             .store
             .lock(&key, Duration::from_secs(30), &mut |_| {})?;
         let stored = self.store.load(&key)?;
-        let mut revoke_err = None;
-        if revoke && let Some(t) = stored.as_ref() {
-            let (tok, hint) = match &t.tokens.refresh_token {
-                Some(rt) => (rt.clone(), "refresh_token"),
-                None => (t.tokens.access_token.clone(), "access_token"),
-            };
-            if let Err(e) = self.oauth().and_then(|o| o.revoke(&tok, hint)) {
-                revoke_err = Some(e);
+        let revocation = match (&stored, revoke) {
+            (None, _) | (_, false) => Revocation::NotAttempted,
+            (Some(t), true) => {
+                let (tok, hint) = match &t.tokens.refresh_token {
+                    Some(rt) => (rt.clone(), "refresh_token"),
+                    None => (t.tokens.access_token.clone(), "access_token"),
+                };
+                match self.oauth().and_then(|o| o.revoke(&tok, hint)) {
+                    Ok(true) => Revocation::Revoked,
+                    Ok(false) => Revocation::NotSupported,
+                    Err(e) => Revocation::Failed(e),
+                }
             }
-        }
-        Ok((self.store.remove(&key)?, revoke_err))
+        };
+        Ok(LogoutOutcome {
+            removed: self.store.remove(&key)?,
+            revocation,
+        })
+    }
+}
+
+fn e_waited(e: &Error) -> Duration {
+    match e {
+        Error::LockTimeout { waited, .. } => *waited,
+        _ => Duration::ZERO,
     }
 }
 

@@ -34,6 +34,11 @@ impl Policy {
         forbidden_mode: 0o077,
         allow_root_owner: false,
     };
+    /// The qsh config directory: the user's own, not changeable by others (may be readable).
+    pub const CONFIG_DIR: Policy = Policy {
+        forbidden_mode: 0o022,
+        allow_root_owner: false,
+    };
     /// Only the user may change it (config).
     pub const NOT_WRITABLE_BY_OTHERS: Policy = Policy {
         forbidden_mode: 0o022,

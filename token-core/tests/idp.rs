@@ -373,3 +373,52 @@ fn revoked_login_is_reported_as_expired() {
         "credentials are never deleted on failure"
     );
 }
+
+/// A lock holder that hangs (e.g. stuck on a slow IdP) makes others wait at most lock_timeout and
+/// fail with a clear error; when the holder is killed (-9), the kernel frees the lock.
+#[test]
+fn hung_lock_holder_bounds_the_wait_and_a_killed_holder_frees_the_lock() {
+    let idp = the_idp();
+    let _g = shared();
+    let home = QshHome::new(idp);
+    home.device_login(idp, "alice");
+    home.expire_access_token(USER_CONTEXT);
+    let lock = format!("{}.lock", home.credentials_file(USER_CONTEXT).display());
+    // One process holds the lock (bash execs into sleep, keeping fd 9 and with it the lock).
+    let mut holder = Command::new("bash")
+        .args(["-c", "exec 9>>\"$0\"; flock 9; exec sleep 300", &lock])
+        .spawn()
+        .unwrap();
+    let broker = home.broker(idp, USER_CONTEXT);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Command::new("flock")
+        .args(["-n", &lock, "true"])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the holder never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bounded = ObtainOptions {
+        min_valid: Duration::from_secs(60),
+        lock_timeout: Duration::from_millis(1500),
+    };
+    let start = Instant::now();
+    let e = broker.obtain(&bounded).unwrap_err();
+    let waited = start.elapsed();
+    assert!(matches!(e, Error::LockTimeout { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("waiting for the credentials lock"),
+        "{e}"
+    );
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+
+    holder.kill().unwrap(); // SIGKILL
+    holder.wait().unwrap();
+    let got = broker.obtain(&bounded).unwrap();
+    assert_eq!(got.source, Source::Renewed);
+}

@@ -1,0 +1,519 @@
+//! `qlam-auth config init`: add or update one context's oauth provider in config.json, in QLAM
+//! Core's schema, keeping everything else in the file.
+
+use crate::cli::{GrantArg, InitArgs};
+use crate::exit::{self, Failure};
+use crate::ui;
+use serde_json::{Map, Value, json};
+use std::path::Path;
+use token_core::config::{Config, normalize_issuer};
+use token_core::fsutil::{self, Policy};
+use token_core::paths::QshPaths;
+
+/// The directory holding config.json may be readable by others, never writable (as the store
+/// requires of `~/.qsh`).
+const CONFIG_DIR_POLICY: Policy = Policy::CONFIG_DIR;
+
+/// What [`merge`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merged {
+    /// A new context was added (else an existing one was updated).
+    pub new_context: bool,
+    /// A new provider was added to the context (else one was updated).
+    pub new_provider: bool,
+    /// `current_context` was set to this context.
+    pub made_current: bool,
+    /// The current context, after the merge.
+    pub current: Option<String>,
+}
+
+fn is_env_var_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Checks the arguments and returns the provider fields they set. Options that were not given
+/// are absent (an existing provider keeps its value; a new one gets `null`); an empty value
+/// (`--audience ''`) becomes `null`.
+pub fn provider_entry(args: &InitArgs) -> Result<Map<String, Value>, String> {
+    let issuer = normalize_issuer(
+        &args.issuer,
+        token_core::config::allow_http_loopback_from_env(),
+    )
+    .map_err(|m| format!("--issuer: {m}"))?;
+    let non_empty = |flag: &str, v: &str| {
+        if v.trim().is_empty() {
+            Err(format!("{flag} must not be empty"))
+        } else {
+            Ok(())
+        }
+    };
+    non_empty("--client-id", &args.client_id)?;
+    non_empty("--context", &args.context)?;
+    non_empty("--provider-name", &args.provider_name)?;
+    if let Some(var) = args.client_secret_env.as_deref().filter(|v| !v.is_empty())
+        && !is_env_var_name(var)
+    {
+        return Err(format!(
+            "--client-secret-env takes the NAME of an environment variable (e.g. QLAM_CLIENT_SECRET), \
+             not '{var}'; never put the secret itself on the command line"
+        ));
+    }
+    let mut m = Map::new();
+    let mut set = |k: &str, v: Value| {
+        m.insert(k.to_owned(), v);
+    };
+    set("provider", json!("oauth"));
+    set("name", json!(args.provider_name));
+    set("auth_base_url", json!(issuer));
+    set("client_id", json!(args.client_id));
+    let or_null = |v: &str, f: &dyn Fn(&str) -> String| {
+        if v.is_empty() {
+            Value::Null
+        } else {
+            Value::String(f(v))
+        }
+    };
+    if let Some(g) = args.grant {
+        set("grant_type", json!(g.as_str()));
+    }
+    if let Some(v) = &args.client_secret_env {
+        set("client_secret", or_null(v, &|v| format!("env:{v}")));
+    }
+    for (key, val) in [
+        ("scope", &args.scope),
+        ("audience", &args.audience),
+        ("tenant", &args.tenant),
+    ] {
+        if let Some(v) = val {
+            set(key, or_null(v, &str::to_owned));
+        }
+    }
+    Ok(m)
+}
+
+/// A new provider: every field QLAM Core knows, `null` where not given.
+fn fresh_provider(given: Map<String, Value>) -> Map<String, Value> {
+    let mut p = Map::new();
+    for k in ["client_secret", "scope", "audience", "tenant"] {
+        p.insert(k.to_owned(), Value::Null);
+    }
+    p.insert(
+        "grant_type".to_owned(),
+        json!(GrantArg::DeviceCode.as_str()),
+    );
+    p.extend(given);
+    p
+}
+
+/// Adds or updates `args.context` and its provider in `root` (a parsed config.json), keeping
+/// every other context, provider and field.
+pub fn merge(root: &mut Value, args: &InitArgs) -> Result<Merged, String> {
+    let entry = provider_entry(args)?;
+    let obj = root
+        .as_object_mut()
+        .ok_or("the config file is not a JSON object")?;
+    let contexts = obj
+        .entry("contexts")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if contexts.is_null() {
+        *contexts = Value::Array(Vec::new());
+    }
+    let contexts = contexts
+        .as_array_mut()
+        .ok_or("'contexts' in the config file is not a list")?;
+    let pos = contexts
+        .iter()
+        .position(|c| c.get("name").and_then(Value::as_str) == Some(args.context.as_str()));
+    let new_context = pos.is_none();
+    let idx = match pos {
+        Some(i) => i,
+        None => {
+            contexts.push(json!({
+                "name": args.context,
+                "qpu": args.qpu.clone().unwrap_or_else(|| "default".into()),
+                "defaults": {},
+                "auth_providers": [],
+            }));
+            contexts.len() - 1
+        }
+    };
+    let ctx = contexts[idx].as_object_mut().ok_or_else(|| {
+        format!(
+            "context '{}' in the config file is not an object",
+            args.context
+        )
+    })?;
+    if let Some(q) = &args.qpu {
+        ctx.insert("qpu".into(), Value::String(q.clone()));
+    }
+    let defaults = ctx.entry("defaults").or_insert_with(|| json!({}));
+    if defaults.is_null() {
+        *defaults = json!({});
+    }
+    defaults
+        .as_object_mut()
+        .ok_or_else(|| format!("'defaults' of context '{}' is not an object", args.context))?
+        .insert(
+            "auth_provider".into(),
+            Value::String(args.provider_name.clone()),
+        );
+    let providers = ctx
+        .entry("auth_providers")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if providers.is_null() {
+        *providers = Value::Array(Vec::new());
+    }
+    let providers = providers.as_array_mut().ok_or_else(|| {
+        format!(
+            "'auth_providers' of context '{}' is not a list",
+            args.context
+        )
+    })?;
+    let existing = providers
+        .iter_mut()
+        .find(|p| p.get("name").and_then(Value::as_str) == Some(args.provider_name.as_str()));
+    let new_provider = existing.is_none();
+    match existing {
+        Some(p) => {
+            let kind = p.get("provider").and_then(Value::as_str).unwrap_or("?");
+            if kind != "oauth" {
+                return Err(format!(
+                    "context '{}' already has a '{kind}' provider named '{}': choose another \
+                     --provider-name",
+                    args.context, args.provider_name
+                ));
+            }
+            let p = p
+                .as_object_mut()
+                .ok_or("a provider entry is not an object")?;
+            p.extend(entry);
+            check_secret(p)?;
+        }
+        None => {
+            let p = fresh_provider(entry);
+            check_secret(&p)?;
+            providers.push(Value::Object(p));
+        }
+    }
+    let current_unset = obj
+        .get("current_context")
+        .is_none_or(|c| c.as_str().is_none_or(str::is_empty));
+    if current_unset {
+        obj.insert(
+            "current_context".into(),
+            Value::String(args.context.clone()),
+        );
+    }
+    Ok(Merged {
+        new_context,
+        new_provider,
+        made_current: current_unset,
+        current: obj
+            .get("current_context")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
+}
+
+fn check_secret(p: &Map<String, Value>) -> Result<(), String> {
+    let grant = p.get("grant_type").and_then(Value::as_str);
+    if grant == Some(GrantArg::ClientCredentials.as_str())
+        && p.get("client_secret").is_none_or(Value::is_null)
+    {
+        return Err(
+            "--grant client_credentials needs --client-secret-env VAR (the variable that will hold \
+             the client secret)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Renders the config as QLAM Core writes it (2-space indent) plus a final newline.
+pub fn render(root: &Value) -> Result<Vec<u8>, String> {
+    let mut bytes = serde_json::to_vec_pretty(root).map_err(|e| e.to_string())?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+fn write_config(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        Failure::msg(
+            format!("{} is not a file name", path.display()),
+            exit::CONFIG,
+        )
+    })?;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        let target = std::fs::canonicalize(path)
+            .map_or_else(|_| "its target".to_owned(), |t| t.display().to_string());
+        return Err(Failure::msg(
+            format!(
+                "{} is a symbolic link; not replacing it: edit {target} instead (set QSH_CONFIG to it)",
+                path.display()
+            ),
+            exit::CONFIG,
+        ));
+    }
+    let dir_fd = fsutil::create_dir_all_private(dir, CONFIG_DIR_POLICY)?;
+    fsutil::atomic_write_at(fsutil::fd(&dir_fd), dir, name, bytes, 0o600)?;
+    Ok(())
+}
+
+/// Runs `config init`.
+pub fn init(args: &InitArgs) -> Result<(), Failure> {
+    let paths = QshPaths::from_process_env()?;
+    let exists = paths.config_file.try_exists().map_err(|e| {
+        Failure::msg(
+            format!("cannot look at {}: {e}", paths.config_file.display()),
+            exit::CONFIG,
+        )
+    })?;
+    let mut config = if exists {
+        Config::load(&paths)?
+    } else {
+        Config::empty(&paths.config_file)
+    };
+    let merged = merge(config.json_mut(), args).map_err(|m| {
+        let code = if m.starts_with("--") {
+            exit::USAGE
+        } else {
+            exit::CONFIG
+        };
+        let m = if code == exit::CONFIG {
+            format!(
+                "{}: {m}; fix the file by hand or move it away and run this again",
+                paths.config_file.display()
+            )
+        } else {
+            m
+        };
+        Failure::msg(m, code)
+    })?;
+    let bytes = render(config.json()).map_err(|m| Failure::msg(m, exit::CONFIG))?;
+    // Read it back as token-core (and so the plugin and `token`) will, before writing anything.
+    let check = Config::from_bytes(&paths.config_file, &bytes)?;
+    let provider = check.provider(Some(&args.context))?;
+    write_config(&paths.config_file, &bytes)?;
+    let mut s = format!(
+        "{} context '{}' in {}:\n  provider '{}' ({}) at {}, client '{}'\n",
+        if merged.new_context {
+            "Added"
+        } else {
+            "Updated"
+        },
+        args.context,
+        paths.config_file.display(),
+        provider.name,
+        provider.grant_type.as_str(),
+        provider.issuer,
+        provider.client_id
+    );
+    if merged.made_current {
+        s.push_str(&format!(
+            "  '{}' is now the current context\n",
+            args.context
+        ));
+    } else if merged.current.as_deref() != Some(args.context.as_str()) {
+        s.push_str(&format!(
+            "  the current context stays '{}': use --context {} with the other commands, or `qsh config use-context {}`\n",
+            merged.current.as_deref().unwrap_or("?"),
+            args.context,
+            args.context
+        ));
+    }
+    if provider.grant_type.is_user_flow() {
+        s.push_str(&format!(
+            "Next: qlam-auth login --context {}\n",
+            args.context
+        ));
+    } else {
+        s.push_str(&format!(
+            "Next: export {} and run qlam-auth token --context {}\n",
+            args.client_secret_env
+                .as_deref()
+                .unwrap_or("THE_SECRET_VARIABLE"),
+            args.context
+        ));
+    }
+    ui::say(&s);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command, ConfigCommand};
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> InitArgs {
+        let mut argv = vec![
+            "qlam-auth",
+            "config",
+            "init",
+            "--issuer",
+            "idp.example:8443/",
+            "--client-id",
+            "qlam-cli",
+        ];
+        argv.extend_from_slice(extra);
+        match Cli::parse_from(argv).command {
+            Command::Config(ConfigCommand::Init(a)) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn new_file_has_qlam_core_shape() {
+        let mut root = Config::empty(Path::new("/t/config.json")).json().clone();
+        let m = merge(
+            &mut root,
+            &args(&["--audience", "https://api.example", "--tenant", "t1"]),
+        )
+        .unwrap();
+        assert!(m.new_context && m.new_provider && m.made_current);
+        let want = json!({
+            "current_context": "default",
+            "contexts": [{
+                "name": "default", "qpu": "default",
+                "defaults": {"auth_provider": "qlam"},
+                "auth_providers": [{
+                    "provider": "oauth", "name": "qlam",
+                    "auth_base_url": "https://idp.example:8443",
+                    "client_id": "qlam-cli", "client_secret": null,
+                    "grant_type": "device_code", "scope": null,
+                    "audience": "https://api.example", "tenant": "t1"}]}]
+        });
+        assert_eq!(root, want);
+        // token-core reads back what we wrote.
+        let bytes = render(&root).unwrap();
+        let cfg = Config::from_bytes(Path::new("/t/config.json"), &bytes).unwrap();
+        let p = cfg.provider(None).unwrap();
+        assert_eq!(p.cache_key(), "oauth_default_qlam");
+        assert_eq!(p.audience.as_deref(), Some("https://api.example"));
+    }
+
+    #[test]
+    fn keeps_unknown_fields_and_other_contexts() {
+        let mut root = json!({
+            "current_context": "prod",
+            "telemetry": {"enabled": false},
+            "contexts": [
+                {"name": "prod", "qpu": "aquila",
+                 "defaults": {"api_base_url": "https://api.example", "auth_provider": "quera"},
+                 "auth_providers": [
+                    {"provider": "basic", "name": "b", "username": "u", "password": "p"},
+                    {"provider": "oauth", "name": "quera", "auth_base_url": "https://old.example",
+                     "client_id": "old", "client_secret": null, "grant_type": "device_code",
+                     "scope": null, "audience": null, "tenant": null}]},
+                {"name": "dev", "qpu": "sim", "auth_providers": []}
+            ]
+        });
+        let before = root.clone();
+        let m = merge(&mut root, &args(&["--context", "new"])).unwrap();
+        assert!(m.new_context && !m.made_current);
+        assert_eq!(m.current.as_deref(), Some("prod"));
+        assert_eq!(root["telemetry"], before["telemetry"]);
+        assert_eq!(root["contexts"][0], before["contexts"][0]);
+        assert_eq!(root["contexts"][1], before["contexts"][1]);
+        assert_eq!(root["contexts"][2]["name"], "new");
+    }
+
+    #[test]
+    fn updates_an_existing_context_in_place() {
+        let mut root = json!({
+            "current_context": "prod",
+            "contexts": [
+                {"name": "prod", "qpu": "aquila",
+                 "defaults": {"api_base_url": "https://api.example", "auth_provider": "b"},
+                 "auth_providers": [
+                    {"provider": "basic", "name": "b", "username": "u", "password": "p"},
+                    {"provider": "oauth", "name": "quera", "auth_base_url": "https://old.example",
+                     "client_id": "old", "client_secret": null, "grant_type": "device_code",
+                     "scope": null, "audience": "https://api.example", "tenant": null}]}]
+        });
+        let m = merge(
+            &mut root,
+            &args(&[
+                "--context",
+                "prod",
+                "--provider-name",
+                "quera",
+                "--grant",
+                "client_credentials",
+                "--client-secret-env",
+                "SVC_SECRET",
+            ]),
+        )
+        .unwrap();
+        assert!(!m.new_context && !m.new_provider && !m.made_current);
+        let ctx = &root["contexts"][0];
+        assert_eq!(ctx["qpu"], "aquila", "qpu kept when not given");
+        assert_eq!(ctx["defaults"]["api_base_url"], "https://api.example");
+        assert_eq!(ctx["defaults"]["auth_provider"], "quera");
+        assert_eq!(ctx["auth_providers"].as_array().unwrap().len(), 2);
+        assert_eq!(ctx["auth_providers"][0]["provider"], "basic");
+        let p = &ctx["auth_providers"][1];
+        assert_eq!(p["auth_base_url"], "https://idp.example:8443");
+        assert_eq!(p["client_id"], "qlam-cli");
+        assert_eq!(p["client_secret"], "env:SVC_SECRET");
+        assert_eq!(p["grant_type"], "client_credentials");
+        assert_eq!(p["audience"], "https://api.example", "not given: kept");
+        let bytes = render(&root).unwrap();
+        let cfg = Config::from_bytes(Path::new("/t/c.json"), &bytes).unwrap();
+        assert_eq!(cfg.provider(None).unwrap().client_id, "qlam-cli");
+    }
+
+    #[test]
+    fn empty_values_clear_fields() {
+        let mut root = Config::empty(Path::new("/t/c.json")).json().clone();
+        merge(
+            &mut root,
+            &args(&["--audience", "https://a", "--scope", "openid"]),
+        )
+        .unwrap();
+        merge(&mut root, &args(&["--audience", ""])).unwrap();
+        let p = &root["contexts"][0]["auth_providers"][0];
+        assert_eq!(p["audience"], Value::Null);
+        assert_eq!(p["scope"], "openid");
+        assert_eq!(p["grant_type"], "device_code");
+    }
+
+    #[test]
+    fn refuses_bad_arguments_and_name_clashes() {
+        let mut root = Config::empty(Path::new("/t/c.json")).json().clone();
+        let e = merge(&mut root, &args(&["--grant", "client_credentials"])).unwrap_err();
+        assert!(e.contains("--client-secret-env"), "{e}");
+        let e = merge(&mut root, &args(&["--client-secret-env", "s3cr3t-value!"])).unwrap_err();
+        assert!(e.contains("NAME of an environment variable"), "{e}");
+        let mut http = args(&[]);
+        http.issuer = "http://idp.example".into();
+        assert!(merge(&mut root, &http).unwrap_err().contains("plain http"));
+        let mut clash = json!({"contexts": [{"name": "default",
+            "auth_providers": [{"provider": "basic", "name": "qlam"}]}]});
+        let e = merge(&mut clash, &args(&[])).unwrap_err();
+        assert!(e.contains("'basic' provider named 'qlam'"), "{e}");
+        assert!(merge(&mut json!([]), &args(&[])).is_err());
+    }
+
+    #[test]
+    fn writes_private_file_in_private_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("qsh");
+        let path = dir.join("config.json");
+        write_config(&path, b"{}\n").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir), 0o700);
+        write_config(&path, b"{\"a\":1}\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n");
+    }
+}

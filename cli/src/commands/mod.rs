@@ -1,0 +1,48 @@
+//! One module per subcommand, plus what they share: finding the config, the provider and its
+//! broker.
+
+pub mod config;
+pub mod doctor;
+pub mod login;
+pub mod logout;
+pub mod status;
+pub mod token;
+
+use crate::exit::Failure;
+use token_core::broker::Broker;
+use token_core::config::{Config, ProviderConfig};
+use token_core::http::HttpSettings;
+use token_core::paths::QshPaths;
+
+/// What most commands work on: one context's provider, and its broker.
+#[derive(Debug)]
+pub struct Selected {
+    /// The selected context's oauth provider.
+    pub provider: ProviderConfig,
+    /// Its tokens.
+    pub broker: Broker,
+}
+
+/// How we reach identity providers.
+pub fn http_settings() -> HttpSettings {
+    HttpSettings::default()
+}
+
+/// Loads the config and selects `context` (default: `current_context`).
+pub fn select(context: Option<&str>) -> Result<Selected, Failure> {
+    let paths = QshPaths::from_process_env()?;
+    let config = Config::load(&paths)?;
+    let provider = config.provider(context)?;
+    let broker = Broker::new(&paths, provider.clone(), &http_settings())?;
+    Ok(Selected { provider, broker })
+}
+
+/// The subject (email, username or sub) of a login: from the ID token, else the access token.
+pub fn subject_of(
+    id_token: Option<&token_core::secret::Secret>,
+    access_token: &token_core::secret::Secret,
+) -> Option<String> {
+    id_token
+        .and_then(|t| token_core::jwt::subject(t.expose()))
+        .or_else(|| token_core::jwt::subject(access_token.expose()))
+}

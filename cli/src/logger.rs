@@ -1,0 +1,81 @@
+//! A small stderr logger for the `log` facade. token-core never logs a token; third-party crates
+//! (HTTP, TLS) are held at `info` at most, because their trace output can include request bodies.
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+#[derive(Debug)]
+struct StderrLogger {
+    ours: LevelFilter,
+    others: LevelFilter,
+}
+
+fn is_ours(target: &str) -> bool {
+    ["qlam_auth", "token_core"]
+        .iter()
+        .any(|t| target == *t || target.starts_with(&format!("{t}::")))
+}
+
+impl Log for StderrLogger {
+    fn enabled(&self, m: &Metadata<'_>) -> bool {
+        let max = if is_ours(m.target()) {
+            self.ours
+        } else {
+            self.others
+        };
+        m.level() <= max
+    }
+
+    fn log(&self, r: &Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let level = match r.level() {
+            Level::Error => "error",
+            Level::Warn => "warning",
+            Level::Info => "info",
+            Level::Debug => "debug",
+            Level::Trace => "trace",
+        };
+        if r.level() <= Level::Warn {
+            eprintln!("qlam-auth: {level}: {}", r.args());
+        } else {
+            eprintln!("qlam-auth: {level} [{}]: {}", r.target(), r.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Levels for `-v` counts: 0 warnings, 1 info, 2 debug, 3+ trace.
+pub fn levels(verbose: u8) -> (LevelFilter, LevelFilter) {
+    let ours = match verbose {
+        0 => LevelFilter::Warn,
+        1 => LevelFilter::Info,
+        2 => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    };
+    (ours, ours.min(LevelFilter::Info))
+}
+
+/// Installs the logger (once).
+pub fn init(verbose: u8) {
+    let (ours, others) = levels(verbose);
+    static LOGGER: std::sync::OnceLock<StderrLogger> = std::sync::OnceLock::new();
+    let logger = LOGGER.get_or_init(|| StderrLogger { ours, others });
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(ours.max(others));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn third_party_crates_never_trace() {
+        assert_eq!(levels(0), (LevelFilter::Warn, LevelFilter::Warn));
+        assert_eq!(levels(3), (LevelFilter::Trace, LevelFilter::Info));
+        assert!(is_ours("qlam_auth") && is_ours("token_core::broker"));
+        assert!(!is_ours("ureq_proto::util") && !is_ours("qlam_authx"));
+    }
+}

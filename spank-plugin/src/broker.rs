@@ -104,6 +104,8 @@ impl Backend for TokenCore {
         };
         let got = broker.obtain(&opts).map_err(|e| e.to_string())?;
         let now = Timestamp::now().unix_seconds();
+        // The `sub` claim: slurmd's log is no place for e-mail addresses.
+        let subject = token_core::jwt::sub(got.access_token.expose()).or(got.subject);
         Ok(Delivery {
             token: got.access_token,
             refreshed: got.refreshed,
@@ -114,7 +116,7 @@ impl Backend for TokenCore {
                 Source::Stale => "stale",
             },
             expires_in: got.expires_at.map(|t| t.unix_seconds().saturating_sub(now)),
-            subject: got.subject,
+            subject,
             client_id: got.client_id,
             elapsed: got.elapsed,
             lock_wait: got.lock_wait,

@@ -493,6 +493,17 @@ impl Host for SpankHandle {
         check(rc)
     }
 
+    fn remove_process_env(&mut self, name: &str) {
+        if self.ctx != Context::Allocator {
+            return;
+        }
+        // SAFETY: only in allocator context, i.e. inside sbatch or salloc during
+        // spank_init_post_opt, before either starts any thread (salloc's signal and message
+        // threads come after option processing); nothing else reads or writes the environment
+        // concurrently.
+        unsafe { std::env::remove_var(name) };
+    }
+
     fn option_value(&self) -> OptionState {
         let mut opt = option_description();
         let mut arg: *mut c_char = ptr::null_mut();

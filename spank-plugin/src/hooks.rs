@@ -104,6 +104,9 @@ pub trait Host {
     fn setenv(&mut self, name: &str, value: &str) -> Result<(), HostError>;
     /// Removes a variable from the job's environment (remote context only).
     fn unsetenv(&mut self, name: &str) -> Result<(), HostError>;
+    /// Removes a variable from this process's own environment (allocator context only: sbatch
+    /// and salloc copy their environment into the job after `init_post_opt`).
+    fn remove_process_env(&mut self, name: &str);
     /// The `--qlam-auth` option as Slurm reports it.
     fn option_value(&self) -> OptionState;
     /// Logs one line (never a secret).
@@ -314,13 +317,48 @@ pub fn init_post_opt(
     argv: &[String],
 ) -> Verdict {
     match host.context() {
-        Context::Allocator | Context::Local => submit_check(host, backend, state, argv),
+        Context::Allocator => {
+            scrub_inherited_token(host, argv);
+            submit_check(host, backend, state, argv)
+        }
+        Context::Local => submit_check(host, backend, state, argv),
         Context::Remote => {
             prepare_remote(host, backend, state, argv);
             Verdict::Continue
         }
         _ => Verdict::Continue,
     }
+}
+
+/// The variables through which a job holds its token.
+pub const TOKEN_VARS: [&str; 3] = ["QLAM_ACCESS_TOKEN", "QLAM_TOKEN_FILE", "BEARER_TOKEN_FILE"];
+
+/// Allocator context inside a job that got a token (a job that runs `sbatch` or `salloc`):
+/// slurmctld stores the submitted environment, so the parent job's token and token-file
+/// variables must not travel into the new job. Recognised by `QLAM_TOKEN_FILE` pointing into
+/// `token_dir`; a user's own variables are left alone. The new job gets its own token if it
+/// asks for one.
+fn scrub_inherited_token(host: &mut dyn Host, argv: &[String]) {
+    let args = parse_args(host, argv, Level::Debug);
+    let Some(file) = host.getenv("QLAM_TOKEN_FILE") else {
+        return;
+    };
+    if !Path::new(&file).starts_with(&args.token_dir) {
+        return;
+    }
+    for name in TOKEN_VARS {
+        let ours = match name {
+            "BEARER_TOKEN_FILE" => host.getenv(name).as_deref() == Some(file.as_str()),
+            _ => host.getenv(name).is_some(),
+        };
+        if ours {
+            host.remove_process_env(name);
+        }
+    }
+    host.log(
+        Level::Debug,
+        "not passing the parent job's token variables to the new job",
+    );
 }
 
 /// Allocator and local context, as the submitting user: is there a usable login? Never touches

@@ -26,6 +26,14 @@ pub fn subject(token: &str) -> Option<String> {
         .find_map(|k| c.get(*k).and_then(|v| v.as_str()).map(str::to_owned))
 }
 
+/// The `sub` claim.
+pub fn sub(token: &str) -> Option<String> {
+    unverified_claims(token)?
+        .get("sub")?
+        .as_str()
+        .map(str::to_owned)
+}
+
 /// The `exp` claim, in Unix seconds.
 pub fn expiry(token: &str) -> Option<i64> {
     unverified_claims(token)?.get("exp")?.as_i64()

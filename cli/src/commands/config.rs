@@ -301,6 +301,13 @@ pub fn init(args: &InitArgs) -> Result<(), Failure> {
     // Read it back as token-core (and so the plugin and `token`) will, before writing anything.
     let check = Config::from_bytes(&paths.config_file, &bytes)?;
     let provider = check.provider(Some(&args.context))?;
+    if provider.grant_type == token_core::config::GrantType::DeviceCode && provider.tenant.is_none()
+    {
+        ui::warn(
+            "QLAM Shell (qsh) and QLAM Core refuse a device_code provider without a tenant, even \
+             just to read the login: pass --tenant ORG if you use them with this context",
+        );
+    }
     write_config(&paths.config_file, &bytes)?;
     let mut s = format!(
         "{} context '{}' in {}:\n  provider '{}' ({}) at {}, client '{}'\n",

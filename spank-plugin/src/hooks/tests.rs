@@ -93,6 +93,9 @@ impl Host for FakeHost {
         self.unset.push(name.to_owned());
         Ok(())
     }
+    fn remove_process_env(&mut self, name: &str) {
+        self.env.remove(name);
+    }
     fn option_value(&self) -> OptionState {
         self.option.clone()
     }
@@ -604,4 +607,48 @@ fn option_values() {
     ] {
         assert!(parse_option_value(Some(bad)).is_err(), "{bad:?}");
     }
+}
+
+#[test]
+fn a_job_submitting_a_job_does_not_pass_its_token_on() {
+    for option in [OptionState::NotGiven, OptionState::Given(None)] {
+        let mut host = FakeHost::new(Context::Allocator, option);
+        host.env
+            .insert("QLAM_TOKEN_FILE".into(), "/run/qlam-auth/41/token".into());
+        host.env
+            .insert("BEARER_TOKEN_FILE".into(), "/run/qlam-auth/41/token".into());
+        host.env.insert("QLAM_ACCESS_TOKEN".into(), "tok".into());
+        host.env.insert("OTHER".into(), "x".into());
+        let mut state = State::default();
+        let _ = init_post_opt(&mut host, &FakeBackend::default(), &mut state, &[]);
+        for v in TOKEN_VARS {
+            assert!(!host.env.contains_key(v), "{v} travelled into the new job");
+        }
+        assert!(host.env.contains_key("OTHER"));
+    }
+    // A user's own BEARER_TOKEN_FILE, outside token_dir, is theirs to pass on.
+    let mut host = FakeHost::new(Context::Allocator, OptionState::NotGiven);
+    host.env
+        .insert("BEARER_TOKEN_FILE".into(), "/home/u/tok".into());
+    let _ = init_post_opt(
+        &mut host,
+        &FakeBackend::default(),
+        &mut State::default(),
+        &[],
+    );
+    assert_eq!(
+        host.env.get("BEARER_TOKEN_FILE").map(String::as_str),
+        Some("/home/u/tok")
+    );
+    // srun inside the job (local context) keeps them: its steps belong to the same job.
+    let mut host = FakeHost::new(Context::Local, OptionState::NotGiven);
+    host.env
+        .insert("QLAM_TOKEN_FILE".into(), "/run/qlam-auth/41/token".into());
+    let _ = init_post_opt(
+        &mut host,
+        &FakeBackend::default(),
+        &mut State::default(),
+        &[],
+    );
+    assert!(host.env.contains_key("QLAM_TOKEN_FILE"));
 }

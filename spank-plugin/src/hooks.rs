@@ -492,6 +492,7 @@ fn deliver(
         .unwrap_or_else(|| args.token_dir.join(job.to_string()));
     let file_name = req.file_name();
     let step = step_name(host.step_id());
+    let args = &needed_validity(&*host, args);
 
     if let Some(token) = backend.reuse_token(&dir.join(&file_name), args.min_valid) {
         let path = dir.join(&file_name);
@@ -553,6 +554,28 @@ fn deliver(
         );
     }
     Ok(())
+}
+
+/// Margin kept beyond the job's end when `min_valid` is shortened to the job's remaining time.
+pub const END_TIME_MARGIN: Duration = Duration::from_secs(120);
+
+/// A job that ends before `min_valid` runs out needs the token only until its end: if Slurm tells
+/// the end (`SLURM_JOB_END_TIME`, Unix seconds), ask for validity until then plus a margin, so
+/// that a stored token that outlives the job is used without any call to the identity provider.
+pub fn needed_validity(host: &dyn Host, args: &Args) -> Args {
+    let mut args = args.clone();
+    let end = host
+        .getenv("SLURM_JOB_END_TIME")
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if let Some(end) = end.filter(|e| *e > 0) {
+        let until_end = Duration::from_secs(end.saturating_sub(now)) + END_TIME_MARGIN;
+        args.min_valid = args.min_valid.min(until_end);
+    }
+    args
 }
 
 /// The variables that move a user's qsh configuration (as token-core reads them).

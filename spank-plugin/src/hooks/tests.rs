@@ -652,3 +652,40 @@ fn a_job_submitting_a_job_does_not_pass_its_token_on() {
     );
     assert!(host.env.contains_key("QLAM_TOKEN_FILE"));
 }
+
+#[test]
+fn a_short_job_needs_its_token_only_until_its_end() {
+    let args = Args {
+        min_valid: Duration::from_secs(3600),
+        ..Args::default()
+    };
+    let mut host = FakeHost::new(Context::Remote, OptionState::Given(None));
+    assert_eq!(
+        needed_validity(&host, &args).min_valid,
+        Duration::from_secs(3600)
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    host.env
+        .insert("SLURM_JOB_END_TIME".into(), (now + 600).to_string());
+    let got = needed_validity(&host, &args).min_valid;
+    assert!(
+        got <= Duration::from_secs(600) + END_TIME_MARGIN && got > END_TIME_MARGIN,
+        "{got:?}"
+    );
+    // A job that runs longer than min_valid: min_valid stands.
+    host.env
+        .insert("SLURM_JOB_END_TIME".into(), (now + 86_400).to_string());
+    assert_eq!(
+        needed_validity(&host, &args).min_valid,
+        Duration::from_secs(3600)
+    );
+    // Garbage is ignored.
+    host.env.insert("SLURM_JOB_END_TIME".into(), "soon".into());
+    assert_eq!(
+        needed_validity(&host, &args).min_valid,
+        Duration::from_secs(3600)
+    );
+}

@@ -262,9 +262,12 @@ pub struct TokenArgs {
     /// The qsh context (default: current_context of the config).
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
-    /// The token must stay valid at least this many seconds; otherwise it is renewed first.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    pub min_valid: u64,
+    /// The token must stay valid at least this many seconds (default 300); otherwise it is
+    /// renewed first. When it cannot be renewed (identity provider unreachable), a stored token
+    /// that is still valid is printed with a warning, unless --min-valid was given: then the
+    /// command fails (exit 5) rather than print a token that lapses sooner than asked.
+    #[arg(long, value_name = "SECONDS")]
+    pub min_valid: Option<u64>,
 }
 
 /// `logout`.

@@ -19,6 +19,9 @@
 #   h  no token in Slurm's logs, `scontrol show job`, the stored job environment or state
 #   i  the job's token directory is gone after the job
 #   j  a job that runs sbatch does not hand its token to slurmctld (E2E_SKIP=j skips it)
+#   k  salloc --qlam-auth: the allocation's steps get the token
+#   l  a misbehaving IdP (hanging, HTTP 500, garbage) fails the job within the plugin's timeout;
+#      the node stays idle and the login survives
 #
 # Prints `e2e: N passed, N failed`; exits 1 if anything failed. Everything it starts (IdP,
 # Slurm daemons, plugin) is stopped/removed on exit, also after a failure or Ctrl-C.
@@ -40,6 +43,7 @@ JOBS=()                       # every job id, array tasks included (cases h, i)
 QA_USERS=(qa1 qa2 qa3 qa4 qa5 qa6)
 LOGGED_IN=(qa1 qa3 qa4 qa5 qa6)   # qa2 never logs in (case b)
 ARRAY_TASKS=24
+PLUGIN_TIMEOUT=10              # plugstack timeout=: the bound on one hook (case l)
 VENV=$ROOT/target/qlam-core-venv  # shared with token-core's interop tests
 # shellcheck source=tests/e2e/lib.sh
 . "$here/lib.sh"
@@ -171,7 +175,7 @@ t_ok || { t_summary; exit 1; }
 t_pass
 
 say "installing the SPANK plugin (tests/slurm/install-plugin.sh)"
-plug_args="ca_bundle=$CA token_dir=$TOKEN_DIR"
+plug_args="ca_bundle=$CA token_dir=$TOKEN_DIR timeout=$PLUGIN_TIMEOUT"
 bash "$ROOT/tests/slurm/install-plugin.sh" "$ROOT/target/release/libqlam_spank.so" "$plug_args" \
     --state "$SLURM_STATE"
 echo "plugstack: $(cat /etc/slurm/plugstack.conf.d/qlam-auth.conf)"
@@ -433,6 +437,67 @@ if id_g=$(printf '%s\n' '#!/bin/bash' \
 else
     t_fail "sbatch --qlam-auth --array failed for $u"
 fi
+t_pass
+
+# --- k: salloc ---------------------------------------------------------------------------------
+t_begin "k: salloc --qlam-auth: the allocation's steps get a valid token"
+u=qa5; h=$(user_home $u)
+# shellcheck disable=SC2016  # expanded by the step
+out=$(cd "$h" && as_user $u timeout 60 salloc --qlam-auth -N1 -J k \
+        srun bash -c 'umask 077; tr -d "[:space:]" < "$QLAM_TOKEN_FILE" > "$HOME/e2e/k.token";
+                      echo "QLAM_TOKEN_FILE=$QLAM_TOKEN_FILE"; echo "job=$SLURM_JOB_ID"' 2>&1) ||
+    t_fail "salloc failed: $out"
+id_k=$(field job "$out")
+JOBS+=("${id_k:-0}")
+tok=$(cat "$h/e2e/k.token" 2>/dev/null || true)
+[ -n "$tok" ] && echo "$tok" >>"$SECRETS"
+assert_eq "$TOKEN_DIR/$id_k/token" "$(field QLAM_TOKEN_FILE "$out")" "QLAM_TOKEN_FILE in the salloc step"
+assert_eq 200 "$(userinfo_status "$tok")" "the step's token at the IdP's userinfo"
+t_ok || indent "$out"
+t_pass
+
+# --- l: a misbehaving IdP: bounded launch, failed job, idle node, login kept ---------------------
+idp_fault() { # MODE COUNT
+    curl -sf --cacert "$CA" --max-time 10 -H 'content-type: application/json' \
+        -d "{\"mode\":\"$1\",\"count\":$2,\"retry_after\":1}" "$ISSUER/_test/fault" >/dev/null
+}
+t_begin "l: a hanging, failing or garbage-speaking IdP fails the job within timeout=$PLUGIN_TIMEOUT s; the node stays idle; the login survives"
+u=qa5; h=$(user_home $u)
+f=$(store_file $u)
+for mode in hang status500 garbage; do
+    as_user $u /usr/bin/python3 "$here/store_tool.py" expire "$f"
+    rt_before=$(python3 "$here/store_tool.py" get "$f" refresh_token)
+    idp_fault "$mode" 5 || t_fail "could not inject the $mode fault"
+    t0=$(now_ms)
+    if id_l=$(submit $u "l-$mode" --wrap 'echo should-not-run'); then
+        JOBS+=("$id_l")
+        state=$(wait_job "$id_l" 90 || true)
+        took=$((($(now_ms) - t0) / 1000))
+        assert_eq "FAILED 1:0" "$state" "$mode: job $id_l state"
+        # Submission, scheduling and the job's own start add a few seconds to the hook's bound.
+        [ "$took" -le $((PLUGIN_TIMEOUT + 15)) ] ||
+            t_fail "$mode: the job took $took s from submission to its end (plugin timeout $PLUGIN_TIMEOUT s)"
+        out=$(job_out $u "l-$mode" "$id_l")
+        assert_contains "$out" "identity provider" "$mode: the job's output says what failed"
+        assert_not_contains "$out" "should-not-run" "$mode: the job script did not run without a token"
+        assert_eq idle "$(sinfo -h -N -o %T | head -n 1)" "$mode: node state"
+        echo "  $mode: job $id_l $state after $took s"
+    else
+        t_fail "sbatch failed for $u"
+    fi
+    idp_fault html 0 || true
+    assert_eq "$rt_before" "$(python3 "$here/store_tool.py" get "$f" refresh_token)" \
+        "$mode: the stored refresh token is unchanged"
+done
+# The IdP is healthy again: the same login still works.
+if id_l=$(report_script "$h/e2e" | submit $u l-after); then
+    JOBS+=("$id_l")
+    assert_eq "COMPLETED 0:0" "$(wait_job "$id_l" 60 || true)" "job $id_l after the faults"
+    tok=$(cat "$h/e2e/l-after-$id_l.token" 2>/dev/null || true)
+    [ -n "$tok" ] && echo "$tok" >>"$SECRETS"
+    assert_eq 200 "$(userinfo_status "$tok")" "the token after the faults, at the IdP"
+fi
+remember_store $u
 t_pass
 
 # --- h: no token in Slurm's logs, job records, stored environment -------------------------------

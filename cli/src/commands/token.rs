@@ -5,17 +5,48 @@ use crate::cli::TokenArgs;
 use crate::exit::{self, Failure};
 use crate::ui;
 use std::time::Duration;
-use token_core::broker::ObtainOptions;
+use token_core::broker::{ObtainOptions, Source};
 use token_core::time::Timestamp;
+
+/// `--min-valid` when not given.
+const DEFAULT_MIN_VALID: u64 = 300;
 
 /// Runs `token`.
 pub fn run(args: &TokenArgs) -> Result<(), Failure> {
     let sel = select(args.context.as_deref())?;
+    let min_valid = args.min_valid.unwrap_or(DEFAULT_MIN_VALID);
     let opts = ObtainOptions {
-        min_valid: Duration::from_secs(args.min_valid),
+        min_valid: Duration::from_secs(min_valid),
         ..ObtainOptions::default()
     };
     let got = sel.broker.obtain(&opts)?;
+    // A stale token (renewal failed; still valid, but for less than asked) is good enough for
+    // the default, not for a lifetime the caller asked for: `TOKEN=$(qlam-auth token
+    // --min-valid 3600) || exit` must never go on with a token that lapses within the hour.
+    if got.source == Source::Stale && args.min_valid.is_some() {
+        let (why, code) = if got.lock_wait >= opts.lock_timeout {
+            (
+                "another process holds the credentials lock",
+                exit::LOCK_TIMEOUT,
+            )
+        } else {
+            (
+                "the identity provider could not be reached",
+                exit::IDP_UNAVAILABLE,
+            )
+        };
+        let left = got
+            .expires_at
+            .map_or(0, |e| Timestamp::now().seconds_until(e).max(0));
+        return Err(Failure::msg(
+            format!(
+                "could not renew the token ({why}); the stored one is valid for only {}, less than \
+                 --min-valid {min_valid}: try again later, or ask for less",
+                ui::human_duration(left.unsigned_abs())
+            ),
+            code,
+        ));
+    }
     log::info!(
         target: "qlam_auth",
         "token {} for {} (client {}): {:?}, expires {}, {} ms (lock wait {} ms)",
@@ -29,12 +60,12 @@ pub fn run(args: &TokenArgs) -> Result<(), Failure> {
     );
     if got.refreshed
         && let Some(e) = got.expires_at
-        && Timestamp::now().seconds_until(e) < i64::try_from(args.min_valid).unwrap_or(i64::MAX)
+        && Timestamp::now().seconds_until(e) < i64::try_from(min_valid).unwrap_or(i64::MAX)
     {
         ui::warn(&format!(
             "the identity provider's tokens last less than --min-valid {} s, so every call \
              renews the token; ask for less (e.g. --min-valid {})",
-            args.min_valid,
+            min_valid,
             (Timestamp::now().seconds_until(e) / 2).max(0)
         ));
     }

@@ -13,6 +13,8 @@
 //! | `timeout=SECONDS` | 20 | the bound on lock waiting plus network in one hook (1..=600) |
 //! | `lock_timeout=SECONDS` | half of `timeout` | the part of `timeout` spent waiting for the store lock |
 //! | `issuers=URL[,URL...]` | any | the only issuers a job may use: a user config pointing elsewhere is refused |
+//! | `m2m=NAME:FILE[:GROUP,...]` | none | a site service account (repeatable): `--qlam-auth=NAME` gets its client-credentials token; FILE is root-only (0600 root); the optional groups are the world-readable copy of its allowlist, checked at submission (see `site.rs`) |
+//! | `m2m_cache=PATH` | `/var/cache/qlam-auth/m2m` | absolute; root-only token caches of the site accounts, one directory per account (may be on a shared filesystem) |
 //!
 //! Slurm runs `job_epilog` without `init`, so every hook parses the arguments again.
 //!
@@ -53,6 +55,10 @@ pub struct Args {
     pub lock_timeout: Option<Duration>,
     /// The allowed issuers; `None` = any issuer the user's config names.
     pub issuers: Option<Vec<String>>,
+    /// Site service accounts (`m2m=`).
+    pub site_accounts: Vec<crate::site::SiteAccountRef>,
+    /// Base directory of the site accounts' token caches.
+    pub m2m_cache: PathBuf,
     /// Set when a security-relevant argument is broken: jobs asking for a token are refused with
     /// this message (for the site admins), instead of running with a weaker setting.
     pub misconfigured: Option<String>,
@@ -68,6 +74,8 @@ impl Default for Args {
             timeout: DEFAULT_TIMEOUT,
             lock_timeout: None,
             issuers: None,
+            site_accounts: Vec::new(),
+            m2m_cache: PathBuf::from(crate::site::DEFAULT_M2M_CACHE),
             misconfigured: None,
         }
     }
@@ -146,6 +154,17 @@ impl Args {
                 Ok(p) => self.ca_bundle = Some(p),
                 Err(e) => return Err(self.fail_closed(format!("ca_bundle: {e}"))),
             },
+            "m2m" => match crate::site::SiteAccountRef::parse(value) {
+                Ok(a) if self.site_accounts.iter().any(|b| b.name == a.name) => {
+                    return Err(self.fail_closed(format!("m2m: '{}' is listed twice", a.name)));
+                }
+                Ok(a) => self.site_accounts.push(a),
+                Err(e) => return Err(self.fail_closed(format!("m2m: {e}"))),
+            },
+            "m2m_cache" => match absolute_path(value) {
+                Ok(p) => self.m2m_cache = p,
+                Err(e) => return Err(self.fail_closed(format!("m2m_cache: {e}"))),
+            },
             "issuers" => match parse_issuers(value) {
                 Ok(list) => self.issuers = Some(list),
                 Err(e) => return Err(self.fail_closed(format!("issuers: {e}"))),
@@ -153,7 +172,7 @@ impl Args {
             _ => {
                 return Err(format!(
                     "unknown argument '{key}' (known: min_valid, token_dir, env_token, ca_bundle, \
-                     timeout, lock_timeout, issuers); ignored"
+                     timeout, lock_timeout, issuers, m2m, m2m_cache); ignored"
                 ));
             }
         }
@@ -172,6 +191,12 @@ impl Args {
             )
         });
         msg
+    }
+
+    /// The site service account named `name`, if the site configured one.
+    pub fn site_account(&self, name: Option<&str>) -> Option<&crate::site::SiteAccountRef> {
+        let name = name?;
+        self.site_accounts.iter().find(|a| a.name == name)
     }
 
     /// The time one hook may wait for the store lock: `lock_timeout`, or half of `timeout`.
@@ -209,7 +234,7 @@ fn seconds(value: &str, min: Duration, max: Duration) -> Result<Duration, String
     Ok(d)
 }
 
-fn absolute_path(value: &str) -> Result<PathBuf, String> {
+pub(crate) fn absolute_path(value: &str) -> Result<PathBuf, String> {
     let p = Path::new(value);
     if !p.is_absolute() {
         return Err(format!("'{value}' is not an absolute path"));

@@ -127,6 +127,47 @@ impl Backend for TokenCore {
         deliver::write_token_file(dir, file_name, token).map_err(|e| e.to_string())
     }
 
+    fn load_site_account(
+        &self,
+        account: &crate::site::SiteAccountRef,
+    ) -> Result<crate::site::SiteAccount, String> {
+        crate::site::load(account)
+    }
+
+    fn obtain_site(
+        &self,
+        account: &crate::site::SiteAccountRef,
+        acct: &crate::site::SiteAccount,
+        args: &Args,
+    ) -> Result<Delivery, String> {
+        let paths = crate::site::cache_paths(&args.m2m_cache, &account.name);
+        let provider = acct.provider(&account.name, &account.file);
+        let broker = Broker::new(&paths, provider, &http_settings(args))
+            .map_err(|e| e.to_string())?
+            .with_settings(acct.settings());
+        let opts = ObtainOptions {
+            min_valid: args.min_valid,
+            lock_timeout: args.lock_timeout(),
+        };
+        let got = broker.obtain(&opts).map_err(|e| e.to_string())?;
+        let now = Timestamp::now().unix_seconds();
+        Ok(Delivery {
+            token: got.access_token,
+            refreshed: got.refreshed,
+            source: match got.source {
+                Source::Cache => "cache",
+                Source::RenewedByOther => "renewed_by_other",
+                Source::Renewed => "renewed",
+                Source::Stale => "stale",
+            },
+            expires_in: got.expires_at.map(|t| t.unix_seconds().saturating_sub(now)),
+            subject: None,
+            client_id: got.client_id,
+            elapsed: got.elapsed,
+            lock_wait: got.lock_wait,
+        })
+    }
+
     fn remove_job_dir(&self, base: &Path, job: &str) -> Result<bool, String> {
         let existed = base.join(job).symlink_metadata().is_ok();
         deliver::remove_job_dir(base, job).map_err(|e| e.to_string())?;

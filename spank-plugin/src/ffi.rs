@@ -504,6 +504,14 @@ impl Host for SpankHandle {
         unsafe { std::env::remove_var(name) };
     }
 
+    fn user_groups(&self, uid: u32) -> Option<Vec<u32>> {
+        groups_of(uid)
+    }
+
+    fn group_id(&self, name: &str) -> Option<u32> {
+        gid_of_name(name)
+    }
+
     fn option_value(&self) -> OptionState {
         let mut opt = option_description();
         let mut arg: *mut c_char = ptr::null_mut();
@@ -608,6 +616,94 @@ fn home_of(uid: u32) -> Option<PathBuf> {
         let dir = unsafe { c_string((*result).pw_dir) }?;
         let dir = PathBuf::from(OsStr::from_bytes(dir.as_bytes()));
         return dir.is_absolute().then_some(dir);
+    }
+}
+
+/// The login name and primary group of `uid` from the password database (getpwuid_r).
+fn name_and_gid(uid: u32) -> Option<(CString, libc::gid_t)> {
+    let mut buf: Vec<c_char> = vec![0; 4096];
+    loop {
+        let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
+        let mut result: *mut libc::passwd = ptr::null_mut();
+        // SAFETY: as in `home_of`: `pwd`, `buf` (for `buf.len()` bytes) and `result` are valid,
+        // writable and outlive the call; getpwuid_r writes only into them.
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                pwd.as_mut_ptr(),
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < (1 << 20) {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 || result.is_null() {
+            return None;
+        }
+        // SAFETY: on success `result` points to `pwd`, now initialised; `pw_name` is NULL or a
+        // C string inside `buf`, which is still alive; it is copied at once.
+        let (name, gid) = unsafe { (c_string((*result).pw_name)?, (*result).pw_gid) };
+        return Some((CString::new(name).ok()?, gid));
+    }
+}
+
+/// The group ids of `uid`: its primary group and every group that lists it (getgrouplist).
+fn groups_of(uid: u32) -> Option<Vec<u32>> {
+    let (name, gid) = name_and_gid(uid)?;
+    let mut cap: c_int = 64;
+    loop {
+        let len = usize::try_from(cap).ok()?;
+        let mut groups: Vec<libc::gid_t> = vec![0; len];
+        let mut count = cap;
+        // SAFETY: `name` is a C string; `groups` is writable for `count` entries and `count` is
+        // a valid in/out pointer; getgrouplist writes at most `count` entries and sets `count`.
+        let rc = unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut count) };
+        if rc >= 0 {
+            groups.truncate(usize::try_from(count).ok()?.min(len));
+            return Some(groups);
+        }
+        // Too small: glibc reports the number needed in `count`.
+        cap = if count > cap {
+            count
+        } else {
+            cap.checked_mul(2)?
+        };
+        if cap > 65_536 {
+            return None;
+        }
+    }
+}
+
+/// The id of the group `name` (getgrnam_r).
+fn gid_of_name(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    let mut buf: Vec<c_char> = vec![0; 4096];
+    loop {
+        let mut grp = std::mem::MaybeUninit::<libc::group>::uninit();
+        let mut result: *mut libc::group = ptr::null_mut();
+        // SAFETY: `name` is a C string; `grp`, `buf` (for `buf.len()` bytes) and `result` are
+        // valid, writable and outlive the call; getgrnam_r writes only into them.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                name.as_ptr(),
+                grp.as_mut_ptr(),
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < (1 << 22) {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 || result.is_null() {
+            return None;
+        }
+        // SAFETY: on success `result` points to `grp`, now initialised.
+        return Some(unsafe { (*result).gr_gid });
     }
 }
 
@@ -739,6 +835,14 @@ mod tests {
             Ok(Context::Unknown)
         );
         assert_eq!(Context::try_from(77), Err(77));
+    }
+
+    #[test]
+    fn groups_come_from_the_group_database() {
+        let root = groups_of(0).unwrap();
+        assert!(root.contains(&0), "{root:?}");
+        assert_eq!(gid_of_name("root"), Some(0));
+        assert_eq!(gid_of_name("no-such-group-qlam"), None);
     }
 
     #[test]

@@ -109,6 +109,14 @@ pub trait Host {
     fn remove_process_env(&mut self, name: &str);
     /// The `--qlam-auth` option as Slurm reports it.
     fn option_value(&self) -> OptionState;
+    /// The group ids of a user (primary and supplementary, from the group database).
+    fn user_groups(&self, _uid: u32) -> Option<Vec<u32>> {
+        None
+    }
+    /// The id of a group, by name.
+    fn group_id(&self, _name: &str) -> Option<u32> {
+        None
+    }
     /// Logs one line (never a secret).
     fn log(&self, level: Level, msg: &str);
 }
@@ -181,6 +189,38 @@ pub trait Backend {
     fn write_token(&self, dir: &Path, file_name: &str, token: &Secret) -> Result<PathBuf, String>;
     /// Removes `<base>/<job>` and what it holds; `Ok(false)` if there was nothing (as root).
     fn remove_job_dir(&self, base: &Path, job: &str) -> Result<bool, String>;
+    /// Reads a site service account's root-only file (remote context, as root).
+    fn load_site_account(
+        &self,
+        account: &crate::site::SiteAccountRef,
+    ) -> Result<crate::site::SiteAccount, String> {
+        Err(format!(
+            "site accounts are not supported here ({})",
+            account.name
+        ))
+    }
+    /// The site account's token from its root-only shared cache or the IdP (as root).
+    fn obtain_site(
+        &self,
+        account: &crate::site::SiteAccountRef,
+        _acct: &crate::site::SiteAccount,
+        _args: &Args,
+    ) -> Result<Delivery, String> {
+        Err(format!(
+            "site accounts are not supported here ({})",
+            account.name
+        ))
+    }
+}
+
+/// A site account's token, obtained as root in `init_post_opt` and written into the job's
+/// directory as the user in `user_init` (same slurmstepd process).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteToken {
+    /// The access token.
+    pub token: Secret,
+    /// What the log line says about it (never the token).
+    pub log: String,
 }
 
 /// What a hook tells Slurm.
@@ -202,6 +242,8 @@ pub struct State {
     pub job_dir: Option<PathBuf>,
     /// The option's value as the option callback saw it (a fallback for `spank_option_getopt`).
     pub option_from_callback: Option<Option<String>>,
+    /// A site service account's token, waiting for `user_init`.
+    pub site_token: Option<SiteToken>,
 }
 
 impl State {
@@ -211,6 +253,7 @@ impl State {
             failure: None,
             job_dir: None,
             option_from_callback: None,
+            site_token: None,
         }
     }
 
@@ -383,6 +426,10 @@ fn submit_check(
         host.log(Level::Error, msg);
         return Verdict::Fail;
     }
+    // A site service account: no user login is involved.
+    if let Some(account) = args.site_account(req.context.as_deref()) {
+        return crate::site::submit_check(&*host, account);
+    }
     let uid = host.process_uid();
     let Some(home) = host.user_home(uid) else {
         host.log(
@@ -417,11 +464,11 @@ fn submit_check(
 /// Remote context, as root: make `<token_dir>/<jobid>` for the job's user. Never fails the hook.
 fn prepare_remote(host: &mut dyn Host, backend: &dyn Backend, state: &mut State, argv: &[String]) {
     let args = parse_args(host, argv, Level::Error);
-    match requested(host, state) {
+    let req = match requested(host, state) {
         None => return,
-        Some(Ok(_)) => {}
+        Some(Ok(r)) => r,
         Some(Err(msg)) => return state.remember(host, msg),
-    }
+    };
     if let Some(msg) = args.misconfigured.clone() {
         return state.remember(host, msg);
     }
@@ -436,6 +483,9 @@ fn prepare_remote(host: &mut dyn Host, backend: &dyn Backend, state: &mut State,
         Ok(dir) => {
             host.log(Level::Debug, &format!("job={job} uid={uid} token directory {} ready", dir.display()));
             state.job_dir = Some(dir);
+            if let Some(account) = args.site_account(req.context.as_deref()) {
+                crate::site::fetch(&*host, backend, state, &args, account);
+            }
         }
         Err(msg) => state.remember(
             host,
@@ -492,6 +542,27 @@ fn deliver(
         .unwrap_or_else(|| args.token_dir.join(job.to_string()));
     let file_name = req.file_name();
     let step = step_name(host.step_id());
+    if args.site_account(req.context.as_deref()).is_some() {
+        // Obtained as root in init_post_opt; the user's side only writes it.
+        let site = state.site_token.as_ref().ok_or_else(|| {
+            "internal error: the site account's token was not obtained; please tell your site admins"
+                .to_owned()
+        })?;
+        let path = backend
+            .write_token(&dir, &file_name, &site.token)
+            .map_err(|msg| format!("could not write the job's token file: {msg}"))?;
+        export(host, args, &path, &site.token)?;
+        host.log(
+            Level::Info,
+            &format!(
+                "job={job} step={step} uid={uid} token={} {} elapsed_ms={}",
+                site.token.fingerprint(),
+                site.log,
+                started.elapsed().as_millis()
+            ),
+        );
+        return Ok(());
+    }
     let args = &needed_validity(&*host, args);
 
     if let Some(token) = backend.reuse_token(&dir.join(&file_name), args.min_valid) {
@@ -688,5 +759,7 @@ fn step_name(step: Option<u32>) -> String {
     }
 }
 
+#[cfg(test)]
+mod site_tests;
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@
 //! * [`hooks`]: the policy, written against the [`hooks::Host`] and [`hooks::Backend`] traits so
 //!   it is tested without Slurm.
 //! * [`broker`]: the [`hooks::Backend`] made of token-core (config, store, OAuth, job files).
+//! * [`site`]: site service accounts (`m2m=NAME:FILE`): group allowlist, root-only secret and cache.
 //!
 //! Unsafe code is denied crate-wide and allowed, with a reason, on `sys` and `ffi` only; every
 //! other module forbids it.
@@ -23,6 +24,7 @@ pub mod broker;
 #[allow(unsafe_code)] // The exported C ABI of a SPANK plugin and the calls into Slurm.
 pub mod ffi;
 pub mod hooks;
+pub mod site;
 #[allow(unsafe_code)] // bindgen output: extern declarations of Slurm's C functions.
 pub mod sys;
 

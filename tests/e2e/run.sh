@@ -20,6 +20,8 @@
 #   i  the job's token directory is gone after the job
 #   j  a job that runs sbatch does not hand its token to slurmctld (E2E_SKIP=j skips it)
 #   k  salloc --qlam-auth: the allocation's steps get the token
+#   m  site service accounts (plugstack m2m=): group allowlist, one token for a whole array,
+#      the secret never reaches the job (tests/e2e/case_m2m.sh)
 #   l  a misbehaving IdP (hanging, HTTP 500, garbage) fails the job within the plugin's timeout;
 #      the node stays idle and the login survives
 #
@@ -603,6 +605,9 @@ else
 fi
 t_pass
 fi
+
+# --- m: site service accounts (tests/e2e/case_m2m.sh) ---------------------------------------------
+if skipped m; then echo "--- m: skipped (E2E_SKIP)"; else . "$here/case_m2m.sh"; fi
 
 echo
 echo "timing: build $((t_build / 1000)) s, setup $(((t_cases - t_after_build) / 1000)) s," \

@@ -124,6 +124,25 @@ function signingKey(type, options, alg) {
 const rsaKey = signingKey('rsa', { modulusLength: 2048 }, 'RS256');
 const ecKey = signingKey('ec', { namedCurve: 'P-256' }, 'ES256');
 
+// Client keys of `qlam-m2m-jwt` (private_key_jwt, RFC 7523), new at each start like the signing
+// keys: the private halves go to DIR/m2m-jwt-es256.pem and DIR/m2m-jwt-rs256.pem (0600) for the
+// tests; the client is registered with the public halves, kid = RFC 7638 thumbprint.
+function clientKey(type, options, alg, file) {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync(type, options);
+  const pem = privateKey.export({ type: 'pkcs8', format: 'pem' });
+  fs.writeFileSync(path.join(STATE_DIR, file), pem, { mode: 0o600 });
+  const jwk = publicKey.export({ format: 'jwk' });
+  const required = type === 'ec'
+    ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y }
+    : { e: jwk.e, kty: jwk.kty, n: jwk.n };
+  const kid = crypto.createHash('sha256').update(JSON.stringify(required)).digest('base64url');
+  return { ...jwk, kid, alg, use: 'sig' };
+}
+const m2mJwtKeys = [
+  clientKey('ec', { namedCurve: 'P-256' }, 'ES256', 'm2m-jwt-es256.pem'),
+  clientKey('rsa', { modulusLength: 2048 }, 'RS256', 'm2m-jwt-rs256.pem'),
+];
+
 // ---------------------------------------------------------------------------------------------
 // Accounts
 // ---------------------------------------------------------------------------------------------
@@ -261,6 +280,15 @@ const configuration = {
       client_id: 'qlam-m2m-post',
       client_secret: 'm2m-post-secret',
       token_endpoint_auth_method: 'client_secret_post',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+    },
+    {
+      // private_key_jwt (RFC 7523): keys in DIR/m2m-jwt-es256.pem and DIR/m2m-jwt-rs256.pem.
+      client_id: 'qlam-m2m-jwt',
+      token_endpoint_auth_method: 'private_key_jwt',
+      jwks: { keys: m2mJwtKeys },
       grant_types: ['client_credentials'],
       response_types: [],
       redirect_uris: [],

@@ -120,6 +120,7 @@ pub struct Broker {
     store: CredentialStore,
     http_settings: HttpSettings,
     http: OnceLock<SharedHttp>,
+    settings: crate::m2m::Settings,
 }
 
 fn subject_of(t: &TokenSet) -> Option<String> {
@@ -154,6 +155,7 @@ impl Broker {
             provider,
             http_settings: http.clone(),
             http: OnceLock::new(),
+            settings: crate::m2m::Settings::load(&paths.config_dir, &|k| std::env::var(k).ok())?,
         })
     }
 
@@ -161,6 +163,17 @@ impl Broker {
     pub fn with_http(mut self, http: SharedHttp) -> Self {
         self.http = OnceLock::from(http);
         self
+    }
+
+    /// Uses these settings (budget, client authentication) instead of `qlam-auth.json`.
+    pub fn with_settings(mut self, settings: crate::m2m::Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// qlam-auth's settings for this broker (budget, client authentication).
+    pub fn settings(&self) -> &crate::m2m::Settings {
+        &self.settings
     }
 
     /// The provider.
@@ -187,11 +200,11 @@ impl Broker {
                 self.http.get_or_init(|| h).clone()
             }
         };
-        Ok(OAuthClient::new(
-            http,
-            self.provider.clone(),
-            self.http_settings.timeout,
-        ))
+        let mut client = OAuthClient::new(http, self.provider.clone(), self.http_settings.timeout);
+        if let Some(a) = self.settings.client_auth(&self.provider.client_id) {
+            client.client_auth = Some(a);
+        }
+        Ok(client)
     }
 
     fn not_logged_in(&self) -> Error {
@@ -323,6 +336,7 @@ impl Broker {
                         context: self.provider.context.clone(),
                         reason: "no refresh token is stored".into(),
                     })?;
+                crate::faultpoint::hit("broker.before_refresh");
                 match oauth.refresh(&rt) {
                     Ok(r) => (r, Some(rt)),
                     Err(Error::IdpRefused { code, .. }) if code == "invalid_grant" => {
@@ -331,9 +345,14 @@ impl Broker {
                     Err(e) => return Err(e),
                 }
             } else {
-                (oauth.machine_token()?, None)
+                let budget = self.settings.budget(&self.provider.client_id);
+                (
+                    crate::budget::machine_token(oauth, self.store.dir(), budget)?,
+                    None,
+                )
             };
         drop(used_rt);
+        crate::faultpoint::hit("broker.after_response");
         let tokens = response.into_token_set(current.map(|s| &s.tokens), Timestamp::now());
         let expected = current.and_then(|s| s.file_id);
         match self
@@ -375,6 +394,38 @@ impl Broker {
                 "the identity provider refused the refresh token (invalid_grant)",
             )),
         }
+    }
+
+    /// After a resource server refused `rejected` (HTTP 401): a new token, unless the stored one
+    /// already differs from `rejected` (someone renewed it since it was used) and is valid for
+    /// `min_valid`. Renews under the lock, at most once; for user logins this uses the refresh
+    /// token as [`Broker::obtain`] does.
+    pub fn obtain_replacing(&self, rejected: &Secret, opts: &ObtainOptions) -> Result<Obtained> {
+        let start = Instant::now();
+        let key = self.provider.cache_key();
+        let lock = self.store.lock(&key, opts.lock_timeout, &mut |_| {})?;
+        let lock_wait = lock.waited();
+        let current = self.store.load(&key)?;
+        let (tokens, source) = match &current {
+            Some(s)
+                if &s.tokens.access_token != rejected
+                    && s.tokens.valid_for(Timestamp::now(), opts.min_valid) =>
+            {
+                (s.tokens.clone(), Source::RenewedByOther)
+            }
+            _ => (self.renew(current.as_ref(), 0)?, Source::Renewed),
+        };
+        drop(lock);
+        Ok(Obtained {
+            access_token: tokens.access_token.clone(),
+            expires_at: tokens.expires_at(),
+            refreshed: source == Source::Renewed,
+            source,
+            elapsed: start.elapsed(),
+            lock_wait,
+            subject: subject_of(&tokens),
+            client_id: self.provider.client_id.clone(),
+        })
     }
 
     /// Stores the result of an interactive login, under the lock.

@@ -65,14 +65,25 @@ pub enum SecretSource {
     Literal(Secret),
     /// `env:VARIABLE`, resolved when a token is requested.
     Env(String),
-    /// `file:/path`, read when a token is requested (first line, trimmed).
+    /// `file:/path`, read when a token is requested (first line, trimmed; a second line is the
+    /// next secret during a rotation).
     File(PathBuf),
+    /// `private_key_jwt:/path/key.pem`: no shared secret; the client signs an RFC 7523 assertion
+    /// with this PEM key (EC P-256 → ES256, RSA → RS256). Spelled inside `client_secret` because
+    /// QLAM Core's provider model forbids unknown keys.
+    PrivateKeyJwt(PathBuf),
 }
 
+/// Suffix of the environment variable holding the next secret during a rotation
+/// (`env:VAR` → `$VAR_NEXT`).
+pub const NEXT_SECRET_SUFFIX: &str = "_NEXT";
+
 impl SecretSource {
-    /// Parses the config spelling: `env:VAR`, `file:/path`, or a literal.
+    /// Parses the config spelling: `env:VAR`, `file:/path`, `private_key_jwt:/path`, or a literal.
     pub fn parse(s: &str) -> Self {
-        if let Some(var) = s.strip_prefix("env:") {
+        if let Some(p) = s.strip_prefix("private_key_jwt:") {
+            SecretSource::PrivateKeyJwt(PathBuf::from(p))
+        } else if let Some(var) = s.strip_prefix("env:") {
             SecretSource::Env(var.to_owned())
         } else if let Some(p) = s.strip_prefix("file:") {
             SecretSource::File(PathBuf::from(p))
@@ -84,10 +95,38 @@ impl SecretSource {
     /// The secret itself; `field` names where it was configured, for messages; `env` looks up
     /// `env:` references (the process environment, or a job's).
     pub fn resolve(&self, config_path: &Path, field: &str, env: &EnvSnapshot) -> Result<Secret> {
-        match self {
+        self.resolve_all(config_path, field, env)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::config(config_path, field, "the secret is empty"))
+    }
+
+    /// The secret and, during a rotation, the next one (`$VAR_NEXT`, or the second line of a
+    /// secret file): the caller tries the second when the IdP answers `invalid_client`.
+    pub fn resolve_all(
+        &self,
+        config_path: &Path,
+        field: &str,
+        env: &EnvSnapshot,
+    ) -> Result<Vec<Secret>> {
+        let next = |var: &str| {
+            env.get(&format!("{var}{NEXT_SECRET_SUFFIX}"))
+                .filter(|v| !v.is_empty())
+        };
+        let one = match self {
             SecretSource::Literal(s) => Ok(s.clone()),
+            SecretSource::PrivateKeyJwt(p) => Err(Error::config(
+                config_path,
+                field,
+                format!(
+                    "names the private key {} (private_key_jwt), not a secret",
+                    p.display()
+                ),
+            )),
             SecretSource::Env(var) => match env.get(var) {
-                Some(v) if !v.is_empty() => Ok(v),
+                Some(v) if !v.is_empty() => {
+                    return Ok(std::iter::once(v).chain(next(var)).collect());
+                }
                 _ => Err(Error::config(
                     config_path,
                     field,
@@ -112,9 +151,25 @@ impl SecretSource {
                         format!("the secret file {} is not UTF-8", p.display()),
                     )
                 })?;
-                Ok(Secret::new(text.lines().next().unwrap_or("").trim()))
+                let text = zeroize::Zeroizing::new(text);
+                let lines: Vec<Secret> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .take(2)
+                    .map(Secret::new)
+                    .collect();
+                if lines.is_empty() {
+                    return Err(Error::config(
+                        config_path,
+                        field,
+                        format!("the secret file {} is empty", p.display()),
+                    ));
+                }
+                return Ok(lines);
             }
-        }
+        };
+        one.map(|s| vec![s])
     }
 }
 
@@ -178,8 +233,11 @@ impl ProviderConfig {
     /// Captures the `env:` variables this provider refers to through `lookup`.
     pub fn with_env(mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Self {
         let mut names: Vec<&str> = Vec::new();
+        let next;
         if let Some(SecretSource::Env(v)) = &self.client_secret {
             names.push(v);
+            next = format!("{v}{NEXT_SECRET_SUFFIX}");
+            names.push(&next);
         }
         if let Some(v) = self
             .subject_token
@@ -197,8 +255,13 @@ impl ProviderConfig {
         format!("oauth_{}_{}", self.context, self.name)
     }
 
-    /// The client secret, resolved now, if one is configured.
+    /// The client secret, resolved now, if one is configured. For `private_key_jwt` the key is
+    /// loaded (so that a broken key is reported) and `None` is returned: there is no secret.
     pub fn resolve_secret(&self) -> Result<Option<Secret>> {
+        if let Some(SecretSource::PrivateKeyJwt(p)) = &self.client_secret {
+            crate::assertion::SigningKey::load(p)?;
+            return Ok(None);
+        }
         self.client_secret
             .as_ref()
             .map(|s| s.resolve(&self.config_path, "client_secret", &self.env))
@@ -221,7 +284,10 @@ pub fn normalize_issuer(
     let url = with_scheme.trim_end_matches('/').to_owned();
     let (scheme, rest) = url.split_once("://").ok_or("not a URL")?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if host.is_empty() || rest.contains(['?', '#', ' ']) || host.contains('@') {
+    // Only printable ASCII: whitespace or control characters in an issuer are never legitimate
+    // and would be refused later by the HTTP stack with a less helpful message.
+    let printable = url.chars().all(|c| c.is_ascii_graphic());
+    if !printable || host.is_empty() || rest.contains(['?', '#']) || host.contains('@') {
         return Err(format!(
             "'{raw}' is not an issuer URL (expected https://host[:port][/path])"
         ));

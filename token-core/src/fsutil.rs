@@ -295,7 +295,10 @@ fn write_sync_rename(
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
-    rustix::fs::renameat(dir, tmp, dir, name).map_err(io_err)
+    crate::faultpoint::hit("fsutil.before_rename");
+    rustix::fs::renameat(dir, tmp, dir, name).map_err(io_err)?;
+    crate::faultpoint::hit("fsutil.after_rename");
+    Ok(())
 }
 
 /// Removes `name` from `dir` (not following symlinks); absent is fine.

@@ -8,23 +8,30 @@
 //!   that never starts a thread.
 //! * [`broker`] is the single-flight "give me a valid access token" that every front end uses.
 //! * [`deliver`] writes tokens into private per-job files.
+//! * [`m2m`], [`budget`], [`assertion`] and [`tokensource`]: machine-to-machine tokens (settings,
+//!   environment mode, monthly budgets, `private_key_jwt`, and a token source for Rust services).
 //!
 //! Secrets live in [`secret::Secret`], which never prints and zeroizes on drop.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod assertion;
 pub mod broker;
+pub mod budget;
 pub mod config;
 pub mod deliver;
 mod error;
+pub mod faultpoint;
 pub mod fsutil;
 pub mod http;
 pub mod jwt;
 pub mod lock;
+pub mod m2m;
 pub mod oauth;
 pub mod paths;
 pub mod secret;
 pub mod store;
 pub mod time;
+pub mod tokensource;
 
 pub use error::{Error, Result};

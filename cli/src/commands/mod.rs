@@ -10,9 +10,8 @@ pub mod token;
 
 use crate::exit::Failure;
 use token_core::broker::Broker;
-use token_core::config::{Config, ProviderConfig};
+use token_core::config::ProviderConfig;
 use token_core::http::HttpSettings;
-use token_core::paths::QshPaths;
 
 /// What most commands work on: one context's provider, and its broker.
 #[derive(Debug)]
@@ -28,13 +27,15 @@ pub fn http_settings() -> HttpSettings {
     HttpSettings::default()
 }
 
-/// Loads the config and selects `context` (default: `current_context`).
+/// Selects `context` (default: `current_context`) from the config, or the implicit context
+/// `env` of environment mode (`QLAM_CLIENT_ID`, `QLAM_CLIENT_SECRET`, `QLAM_AUDIENCE`,
+/// `AUTH_BASE_URL`): with `--context env`, or with no config file at all.
 pub fn select(context: Option<&str>) -> Result<Selected, Failure> {
-    let paths = QshPaths::from_process_env()?;
-    let config = Config::load(&paths)?;
-    let provider = config.provider(context)?;
-    let broker = Broker::new(&paths, provider.clone(), &http_settings())?;
-    Ok(Selected { provider, broker })
+    let broker = token_core::m2m::select_broker(context, &http_settings())?;
+    Ok(Selected {
+        provider: broker.provider().clone(),
+        broker,
+    })
 }
 
 /// The subject (email, username or sub) of a login: from the ID token, else the access token.

@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use token_core::Error;
 use token_core::broker::{Broker, LoginSummary};
-use token_core::config::{Config, ProviderConfig};
+use token_core::budget;
+use token_core::config::{Config, GrantType, ProviderConfig};
+use token_core::m2m::{self, BudgetPolicy};
 use token_core::paths::QshPaths;
 use token_core::time::Timestamp;
 
@@ -27,6 +29,36 @@ struct ContextStatus {
     stored_expiry: Option<Timestamp>,
     error: Option<Error>,
     warnings: Vec<String>,
+    /// Machine clients: this month's token requests and the budget.
+    budget: Option<BudgetStatus>,
+}
+
+/// A machine client's use of its monthly budget.
+#[derive(Debug)]
+struct BudgetStatus {
+    month: String,
+    used: u64,
+    policy: BudgetPolicy,
+    file: PathBuf,
+}
+
+impl BudgetStatus {
+    fn text(&self) -> String {
+        match self.policy.limit {
+            Some(limit) => format!(
+                "{} of {limit} token requests used in {} ({}%, warning from {}%)",
+                self.used,
+                self.month,
+                self.used * 100 / limit.max(1),
+                self.policy.warn_percent
+            ),
+            None => format!(
+                "{} token requests used in {} (no monthly budget set: QLAM_TOKEN_BUDGET or \
+                 qlam-auth.json)",
+                self.used, self.month
+            ),
+        }
+    }
 }
 
 impl ContextStatus {
@@ -35,18 +67,25 @@ impl ContextStatus {
     }
 }
 
-fn inspect(paths: &QshPaths, config: &Config, name: &str, now: Timestamp) -> ContextStatus {
+fn inspect(
+    paths: &QshPaths,
+    provider: token_core::Result<ProviderConfig>,
+    name: &str,
+    current: bool,
+    now: Timestamp,
+) -> ContextStatus {
     let mut st = ContextStatus {
         context: name.to_owned(),
-        current: config.current_context() == Some(name),
+        current,
         provider: None,
         credentials: None,
         login: None,
         stored_expiry: None,
         error: None,
         warnings: Vec::new(),
+        budget: None,
     };
-    let provider = match config.provider(Some(name)) {
+    let provider = match provider {
         Ok(p) => p,
         Err(e) => {
             st.error = Some(e);
@@ -62,6 +101,36 @@ fn inspect(paths: &QshPaths, config: &Config, name: &str, now: Timestamp) -> Con
         }
     };
     st.credentials = Some(broker.credentials_path());
+    if provider.grant_type == GrantType::ClientCredentials {
+        let policy = broker.settings().budget(&provider.client_id);
+        let dir = broker.store().dir();
+        match budget::read_usage(dir, &provider.issuer, &provider.client_id) {
+            Ok(u) => {
+                let b = BudgetStatus {
+                    month: budget::month_of(now),
+                    used: u.map_or(0, |u| u.requests),
+                    policy,
+                    file: budget::usage_path(dir, &provider),
+                };
+                match (policy.limit, policy.warn_at()) {
+                    (Some(limit), _) if b.used >= limit => st.warnings.push(format!(
+                        "the monthly budget is used up: no new token until next month (cached \
+                         tokens still work); raise it with QLAM_TOKEN_BUDGET or in {}",
+                        token_core::m2m::SETTINGS_FILE
+                    )),
+                    (_, Some(at)) if b.used >= at => st.warnings.push(format!(
+                        "{}% of the monthly token budget is used",
+                        b.used * 100 / policy.limit.unwrap_or(1).max(1)
+                    )),
+                    _ => {}
+                }
+                st.budget = Some(b);
+            }
+            Err(e) => st
+                .warnings
+                .push(format!("cannot read the token budget file: {e}")),
+        }
+    }
     match broker.check_login() {
         Ok(l) => {
             let left = l.access_expires_at.map(|e| now.seconds_until(e));
@@ -122,6 +191,13 @@ fn to_json(st: &ContextStatus, now: Timestamp) -> Value {
             "fix": fix_of(e),
         })),
         "warnings": st.warnings,
+        "token_budget": st.budget.as_ref().map(|b| json!({
+            "month": b.month,
+            "used": b.used,
+            "limit": b.policy.limit,
+            "warn_percent": b.policy.warn_percent,
+            "file": b.file.display().to_string(),
+        })),
     })
 }
 
@@ -201,6 +277,9 @@ fn to_text(st: &ContextStatus, now: Timestamp) -> String {
             }
         }
     }
+    if let Some(b) = &st.budget {
+        row(&mut s, "token budget:", &b.text());
+    }
     match &st.error {
         None => row(&mut s, "problems:", "none"),
         Some(e) => row(&mut s, "problem:", &e.to_string()),
@@ -214,7 +293,35 @@ fn to_text(st: &ContextStatus, now: Timestamp) -> String {
 /// Runs `status`.
 pub fn run(args: &StatusArgs) -> Result<(), Failure> {
     let paths = QshPaths::from_process_env()?;
-    let config = Config::load(&paths)?;
+    let env = |k: &str| std::env::var(k).ok();
+    let config_exists = paths.config_file.exists();
+    let config = if config_exists {
+        Some(Config::load(&paths)?)
+    } else {
+        None
+    };
+    let has_env_context = config
+        .as_ref()
+        .is_some_and(|c| c.context_names().iter().any(|n| n == m2m::ENV_CONTEXT));
+    let env_mode = !args.all
+        && m2m::wants_env_mode(
+            args.context.as_deref(),
+            config_exists,
+            has_env_context,
+            &env,
+        );
+    let now = Timestamp::now();
+    if env_mode {
+        let st = match m2m::env_context(&paths, &env) {
+            Ok((cache, provider)) => inspect(&cache, Ok(provider), m2m::ENV_CONTEXT, true, now),
+            Err(e) => inspect(&paths, Err(e), m2m::ENV_CONTEXT, true, now),
+        };
+        return report(args, &[st], now);
+    }
+    let config = match config {
+        Some(c) => c,
+        None => Config::load(&paths)?, // says what is missing
+    };
     let names = if args.all {
         config.context_names()
     } else {
@@ -243,11 +350,17 @@ pub fn run(args: &StatusArgs) -> Result<(), Failure> {
             exit::CONFIG,
         ));
     }
-    let now = Timestamp::now();
     let all: Vec<ContextStatus> = names
         .iter()
-        .map(|n| inspect(&paths, &config, n, now))
+        .map(|n| {
+            let current = config.current_context() == Some(n.as_str());
+            inspect(&paths, config.provider(Some(n)), n, current, now)
+        })
         .collect();
+    report(args, &all, now)
+}
+
+fn report(args: &StatusArgs, all: &[ContextStatus], now: Timestamp) -> Result<(), Failure> {
     let code = all
         .iter()
         .map(ContextStatus::exit_code)

@@ -15,7 +15,8 @@ pub mod pkce;
 
 pub use form::{percent_decode, percent_encode};
 
-use crate::config::{GrantType, ProviderConfig, normalize_issuer};
+use crate::assertion::{ASSERTION_TYPE, SigningKey};
+use crate::config::{GrantType, ProviderConfig, SecretSource, normalize_issuer};
 use crate::http::{HttpResponse, SharedHttp};
 use crate::secret::Secret;
 use crate::store::TokenSet;
@@ -87,6 +88,16 @@ impl TokenResponse {
     }
 }
 
+/// One way of authenticating the client.
+enum Credential {
+    /// A public client: only `client_id`.
+    Public,
+    /// A shared secret.
+    Secret(Secret),
+    /// `private_key_jwt`.
+    Key(Box<SigningKey>),
+}
+
 /// How the client secret is sent to the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
@@ -94,6 +105,25 @@ pub enum ClientAuth {
     Basic,
     /// In the form body (`client_secret_post`).
     Post,
+}
+
+impl ClientAuth {
+    /// Parses `client_secret_basic` / `client_secret_post`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "client_secret_basic" => Some(ClientAuth::Basic),
+            "client_secret_post" => Some(ClientAuth::Post),
+            _ => None,
+        }
+    }
+
+    /// From `QLAM_CLIENT_AUTH_METHOD` (`client_secret_basic` or `client_secret_post`); unset or
+    /// anything else: chosen from discovery.
+    pub fn from_env() -> Option<Self> {
+        std::env::var("QLAM_CLIENT_AUTH_METHOD")
+            .ok()
+            .and_then(|v| Self::parse(&v))
+    }
 }
 
 /// The parameter that names the API a token is for.
@@ -146,7 +176,7 @@ impl OAuthClient {
             http,
             provider,
             budget,
-            client_auth: None,
+            client_auth: ClientAuth::from_env(),
             audience_param: AudienceParam::from_env(),
             allow_http_loopback: crate::config::allow_http_loopback_from_env(),
         }
@@ -155,6 +185,12 @@ impl OAuthClient {
     /// The provider.
     pub fn provider(&self) -> &ProviderConfig {
         &self.provider
+    }
+
+    /// Replaces the HTTP client by one made from it (e.g. a counting wrapper).
+    pub fn map_http(mut self, f: impl FnOnce(SharedHttp) -> SharedHttp) -> Self {
+        self.http = f(self.http);
+        self
     }
 
     /// The IdP's endpoints (OIDC discovery), cached in this process for an hour.
@@ -245,32 +281,86 @@ impl OAuthClient {
         })
     }
 
+    /// How this client proves who it is: none (public client), its secret(s) (the second only
+    /// during a rotation), or a private key (`private_key_jwt`).
+    fn credentials(&self) -> Result<Vec<Credential>> {
+        let p = &self.provider;
+        match &p.client_secret {
+            None => Ok(vec![Credential::Public]),
+            Some(SecretSource::PrivateKeyJwt(path)) => {
+                Ok(vec![Credential::Key(Box::new(SigningKey::load(path)?))])
+            }
+            Some(src) => Ok(src
+                .resolve_all(&p.config_path, "client_secret", &p.env)?
+                .into_iter()
+                .map(Credential::Secret)
+                .collect()),
+        }
+    }
+
     /// POSTs a form to `url` with client authentication, retrying 429/5xx within the budget.
+    /// With two secrets configured (a rotation), an `invalid_client` answer to the first is
+    /// followed by one try with the second.
     pub(crate) fn post_authenticated(
         &self,
         url: &str,
         d: &Discovery,
-        mut form: Vec<(&str, String)>,
+        form: Vec<(&str, String)>,
     ) -> Result<HttpResponse> {
-        let secret = self.provider.resolve_secret()?;
+        let creds = self.credentials()?;
+        let last = creds.len() - 1;
+        for (i, cred) in creds.iter().enumerate() {
+            let res = self.post_with(url, d, form.clone(), cred)?;
+            let refused = matches!(res.status, 400 | 401)
+                && matches!(oauth_error(url, &res), Error::IdpRefused { ref code, .. } if code == "invalid_client");
+            if refused && i < last {
+                log::warn!(target: "qlam_auth", "client '{}': the identity provider refused the current secret (invalid_client); trying the next one", self.provider.client_id);
+                continue;
+            }
+            if i > 0 && !refused {
+                log::warn!(target: "qlam_auth", "client '{}': the next secret was accepted and the current one refused: finish the rotation (make the next secret the only one)", self.provider.client_id);
+            }
+            return Ok(res);
+        }
+        unreachable!("credentials() returns at least one credential")
+    }
+
+    fn post_with(
+        &self,
+        url: &str,
+        d: &Discovery,
+        mut form: Vec<(&str, String)>,
+        cred: &Credential,
+    ) -> Result<HttpResponse> {
         let mut headers: Vec<(&str, String)> = Vec::new();
-        match (&secret, self.client_auth(d)) {
-            (Some(s), ClientAuth::Basic) => {
-                let raw = format!(
+        match (cred, self.client_auth(d)) {
+            (Credential::Secret(s), ClientAuth::Basic) => {
+                let raw = zeroize::Zeroizing::new(format!(
                     "{}:{}",
                     percent_encode(&self.provider.client_id),
                     percent_encode(s.expose())
-                );
+                ));
                 let basic = zeroize::Zeroizing::new(
                     base64::engine::general_purpose::STANDARD.encode(raw.as_bytes()),
                 );
                 headers.push(("Authorization", format!("Basic {}", basic.as_str())));
             }
-            (Some(s), ClientAuth::Post) => {
+            (Credential::Secret(s), ClientAuth::Post) => {
                 form.push(("client_id", self.provider.client_id.clone()));
                 form.push(("client_secret", s.expose().to_owned()));
             }
-            (None, _) => form.push(("client_id", self.provider.client_id.clone())),
+            (Credential::Key(k), _) => {
+                // OIDC Core §9: the audience is the token endpoint.
+                let jwt = k.assertion(
+                    &self.provider.client_id,
+                    &d.token_endpoint,
+                    Timestamp::now().unix_seconds(),
+                )?;
+                form.push(("client_id", self.provider.client_id.clone()));
+                form.push(("client_assertion_type", ASSERTION_TYPE.to_owned()));
+                form.push(("client_assertion", jwt.expose().to_owned()));
+            }
+            (Credential::Public, _) => form.push(("client_id", self.provider.client_id.clone())),
         }
         let form_ref: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let header_ref: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -494,6 +584,9 @@ pub(crate) fn oauth_error(url: &str, res: &HttpResponse) -> Error {
     }
 }
 
+/// The longest `expires_in` we take from an IdP: ten years.
+pub const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
+
 /// Parses a token endpoint answer (RFC 6749 §5.1/§5.2).
 pub fn parse_token_response(url: &str, res: &HttpResponse) -> Result<TokenResponse> {
     if res.status != 200 {
@@ -509,7 +602,10 @@ pub fn parse_token_response(url: &str, res: &HttpResponse) -> Result<TokenRespon
         Some(Value::String(s)) => s.trim().parse().ok(),
         Some(_) => None,
     }
-    .filter(|e| *e >= 0);
+    .filter(|e| *e >= 0)
+    // Ten years at most: an expiry past year 9999 could not be written as a timestamp that we
+    // (or QLAM Core) can read back.
+    .map(|e| e.min(MAX_EXPIRES_IN));
     let scope = match v.get("scope") {
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Array(a)) => Some(

@@ -283,11 +283,35 @@ impl Broker {
         }
         // 2. Single flight.
         let context = self.provider.context.clone();
-        let lock = self.store.lock(&key, opts.lock_timeout, &mut |waited| {
-            log::info!(target: "qlam_auth", "waiting for the credentials lock of context '{context}' ({} s)", waited.as_secs());
-        });
+        let wait_start = Instant::now();
+        // While another process holds the lock, look at the store between polls (without the
+        // lock: replacement is atomic) and leave as soon as its refresh has landed.
+        let mut fresh: Option<TokenSet> = None;
+        let lock = self.store.lock_unless(
+            &key,
+            opts.lock_timeout,
+            &mut |waited| {
+                log::info!(target: "qlam_auth", "waiting for the credentials lock of context '{context}' ({} s)", waited.as_secs());
+            },
+            &mut || match self.store.load(&key) {
+                Ok(Some(s)) if s.tokens.valid_for(Timestamp::now(), opts.min_valid) => {
+                    fresh = Some(s.tokens);
+                    true
+                }
+                _ => false,
+            },
+        );
         let lock = match lock {
-            Ok(l) => l,
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                let t = fresh.ok_or_else(|| {
+                    Error::store(
+                        self.credentials_path(),
+                        "the lock wait ended without a token",
+                    )
+                })?;
+                return Ok(done(&t, Source::RenewedByOther, wait_start.elapsed()));
+            }
             // Someone else's refresh hangs: a stored token that is still valid beats failing.
             Err(e @ Error::LockTimeout { .. }) => match &seen {
                 Some(s) if s.tokens.valid_for(Timestamp::now(), Duration::from_secs(1)) => {
@@ -299,6 +323,8 @@ impl Broker {
             Err(e) => return Err(e),
         };
         let lock_wait = lock.waited();
+        // A writer killed between fsync and rename left the newest tokens in a temp file.
+        self.store.recover_interrupted_write(&key)?;
         let current = self.store.load(&key)?;
         if let Some(s) = &current
             && s.tokens.valid_for(Timestamp::now(), opts.min_valid)
@@ -405,6 +431,8 @@ impl Broker {
         let key = self.provider.cache_key();
         let lock = self.store.lock(&key, opts.lock_timeout, &mut |_| {})?;
         let lock_wait = lock.waited();
+        // A writer killed between fsync and rename left the newest tokens in a temp file.
+        self.store.recover_interrupted_write(&key)?;
         let current = self.store.load(&key)?;
         let (tokens, source) = match &current {
             Some(s)

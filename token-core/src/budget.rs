@@ -132,7 +132,9 @@ impl Ledger<'_> {
             &format!("{}.lock", self.name),
             LOCK_TIMEOUT,
             &mut |_| {},
-        )?;
+            &mut || false,
+        )?
+        .ok_or_else(|| Error::store(self.dir, "the budget lock wait ended without the lock"))?;
         let month = month_of(Timestamp::now());
         let mut usage = match fsutil::read_file_at(
             fsutil::fd(&fd),

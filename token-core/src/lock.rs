@@ -44,14 +44,18 @@ impl Drop for StoreLock {
 }
 
 /// Opens (creating 0600) the lock file `name` in `dir` and locks it exclusively, waiting at most
-/// `timeout`.
+/// `timeout`. Between polls it asks `done_elsewhere`: when that says the work the lock was wanted
+/// for has been done by the holder (e.g. the token was refreshed), it stops waiting and returns
+/// `Ok(None)`. Many waiters thus leave as soon as the one refresh lands, instead of queueing for
+/// the lock one after another only to find there is nothing left to do.
 pub fn acquire(
     dir: BorrowedFd<'_>,
     dir_path: &Path,
     name: &str,
     timeout: Duration,
     on_wait: &mut dyn FnMut(Duration),
-) -> Result<StoreLock> {
+    done_elsewhere: &mut dyn FnMut() -> bool,
+) -> Result<Option<StoreLock>> {
     let path = dir_path.join(name);
     let flags =
         OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
@@ -70,13 +74,17 @@ pub fn acquire(
     loop {
         match file.try_lock() {
             Ok(()) => {
-                return Ok(StoreLock {
+                return Ok(Some(StoreLock {
                     file,
                     path,
                     waited: start.elapsed(),
-                });
+                }));
             }
-            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::WouldBlock) => {
+                if done_elsewhere() {
+                    return Ok(None);
+                }
+            }
             Err(TryLockError::Error(e)) => {
                 return Err(Error::store(
                     &path,

@@ -340,35 +340,6 @@ fn email(user: &str) -> String {
     format!("{user}@example.org")
 }
 
-/// qlam-core's own device flow, approved headlessly (as in token-core/tests/interop.rs).
-fn qlam_core_device_login(idp: &Idp, home: &QshHome, user: &str) {
-    let mut child = Command::new(qlam_core_python())
-        .arg("-u")
-        .arg(repo_root().join("tests/interop/qlam_core_driver.py"))
-        .args(["login", USER_CONTEXT, "testidp"])
-        .env("QSH_CONFIG_DIR", &home.paths.config_dir)
-        .env("SSL_CERT_FILE", &idp.ca)
-        .env("REQUESTS_CA_BUNDLE", &idp.ca)
-        .env("HOME", home.dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let code = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.split_once("Enter code:")
-                .map(|(_, c)| c.trim().to_owned())
-        })
-        .expect("qlam-core printed a user code");
-    idp.approve(user, &code);
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "qlam-core login failed: {rest:?}");
-}
-
 // ---------------------------------------------------------------------------------------------
 
 /// Case 1: `config init` writes a config the real qlam-core loads and uses, and an update keeps

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use token_core::broker::{Broker, ObtainOptions, Source};
+use token_core::broker::{Broker, ObtainOptions, Obtained, Source};
 use token_core::config::{Config, ProviderConfig};
 use token_core::http::HttpSettings;
 use token_core::paths::QshPaths;
@@ -35,6 +35,34 @@ impl TokenCore {
         let broker = Broker::new(&paths, provider.clone(), &http_settings(req.args))
             .map_err(|e| e.to_string())?;
         Ok((broker, provider))
+    }
+}
+
+/// How fresh the token must be and how long to wait for another job's refresh.
+fn obtain_options(args: &Args) -> ObtainOptions {
+    ObtainOptions {
+        min_valid: args.min_valid,
+        lock_timeout: args.lock_timeout(),
+    }
+}
+
+/// What the hooks log and deliver, from what token-core obtained.
+fn delivery(got: Obtained, subject: Option<String>) -> Delivery {
+    let now = Timestamp::now().unix_seconds();
+    Delivery {
+        token: got.access_token,
+        refreshed: got.refreshed,
+        source: match got.source {
+            Source::Cache => "cache",
+            Source::RenewedByOther => "renewed_by_other",
+            Source::Renewed => "renewed",
+            Source::Stale => "stale",
+        },
+        expires_in: got.expires_at.map(|t| t.unix_seconds().saturating_sub(now)),
+        subject,
+        client_id: got.client_id,
+        elapsed: got.elapsed,
+        lock_wait: got.lock_wait,
     }
 }
 
@@ -98,29 +126,12 @@ impl Backend for TokenCore {
 
     fn obtain(&self, req: &Request<'_>) -> Result<Delivery, String> {
         let (broker, _) = Self::broker(req)?;
-        let opts = ObtainOptions {
-            min_valid: req.args.min_valid,
-            lock_timeout: req.args.lock_timeout(),
-        };
-        let got = broker.obtain(&opts).map_err(|e| e.to_string())?;
-        let now = Timestamp::now().unix_seconds();
+        let got = broker
+            .obtain(&obtain_options(req.args))
+            .map_err(|e| e.to_string())?;
         // The `sub` claim: slurmd's log is no place for e-mail addresses.
-        let subject = token_core::jwt::sub(got.access_token.expose()).or(got.subject);
-        Ok(Delivery {
-            token: got.access_token,
-            refreshed: got.refreshed,
-            source: match got.source {
-                Source::Cache => "cache",
-                Source::RenewedByOther => "renewed_by_other",
-                Source::Renewed => "renewed",
-                Source::Stale => "stale",
-            },
-            expires_in: got.expires_at.map(|t| t.unix_seconds().saturating_sub(now)),
-            subject,
-            client_id: got.client_id,
-            elapsed: got.elapsed,
-            lock_wait: got.lock_wait,
-        })
+        let subject = token_core::jwt::sub(got.access_token.expose()).or(got.subject.clone());
+        Ok(delivery(got, subject))
     }
 
     fn write_token(&self, dir: &Path, file_name: &str, token: &Secret) -> Result<PathBuf, String> {
@@ -145,27 +156,10 @@ impl Backend for TokenCore {
         let broker = Broker::new(&paths, provider, &http_settings(args))
             .map_err(|e| e.to_string())?
             .with_settings(acct.settings());
-        let opts = ObtainOptions {
-            min_valid: args.min_valid,
-            lock_timeout: args.lock_timeout(),
-        };
-        let got = broker.obtain(&opts).map_err(|e| e.to_string())?;
-        let now = Timestamp::now().unix_seconds();
-        Ok(Delivery {
-            token: got.access_token,
-            refreshed: got.refreshed,
-            source: match got.source {
-                Source::Cache => "cache",
-                Source::RenewedByOther => "renewed_by_other",
-                Source::Renewed => "renewed",
-                Source::Stale => "stale",
-            },
-            expires_in: got.expires_at.map(|t| t.unix_seconds().saturating_sub(now)),
-            subject: None,
-            client_id: got.client_id,
-            elapsed: got.elapsed,
-            lock_wait: got.lock_wait,
-        })
+        let got = broker
+            .obtain(&obtain_options(args))
+            .map_err(|e| e.to_string())?;
+        Ok(delivery(got, None))
     }
 
     fn remove_job_dir(&self, base: &Path, job: &str) -> Result<bool, String> {

@@ -85,89 +85,46 @@ impl Hook {
     }
 }
 
-/// `slurm_spank_init`: registers `--qlam-auth` (allocator, local and remote context).
-///
-/// # Safety
-/// Called by Slurm only: `sp` is the handle of the running hook, `av` holds `ac` C strings.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn slurm_spank_init(
-    sp: sys::spank_t,
-    ac: c_int,
-    av: *mut *mut c_char,
-) -> c_int {
-    // SAFETY: the arguments are Slurm's, passed on unchanged (this function's contract).
-    unsafe { dispatch(Hook::Init, sp, ac, av) }
+/// Exports one SPANK hook: a one-line `extern "C"` entry into [`dispatch`], which catches panics
+/// and turns the policy's verdict into Slurm's return code.
+macro_rules! export_hook {
+    ($(#[$doc:meta])* $name:ident => $hook:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// Called by Slurm only: `sp` is the handle of the running hook, `av` holds `ac` C strings.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(sp: sys::spank_t, ac: c_int, av: *mut *mut c_char) -> c_int {
+            // SAFETY: the arguments are Slurm's, passed on unchanged (this function's contract).
+            unsafe { dispatch($hook, sp, ac, av) }
+        }
+    };
 }
 
-/// `slurm_spank_init_post_opt`: the submission check, or the job's token directory.
-///
-/// # Safety
-/// Called by Slurm only: `sp` is the handle of the running hook, `av` holds `ac` C strings.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn slurm_spank_init_post_opt(
-    sp: sys::spank_t,
-    ac: c_int,
-    av: *mut *mut c_char,
-) -> c_int {
-    // SAFETY: the arguments are Slurm's, passed on unchanged (this function's contract).
-    unsafe { dispatch(Hook::InitPostOpt, sp, ac, av) }
-}
-
-/// `slurm_spank_user_init`: obtains and delivers the token (remote, as the job's user).
-///
-/// # Safety
-/// Called by Slurm only: `sp` is the handle of the running hook, `av` holds `ac` C strings.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn slurm_spank_user_init(
-    sp: sys::spank_t,
-    ac: c_int,
-    av: *mut *mut c_char,
-) -> c_int {
-    // SAFETY: the arguments are Slurm's, passed on unchanged (this function's contract).
-    unsafe { dispatch(Hook::UserInit, sp, ac, av) }
-}
-
-/// `slurm_spank_task_init`: fails the job if an earlier hook could not deliver the token.
-///
-/// # Safety
-/// Called by Slurm only: `sp` is the handle of the running hook, `av` holds `ac` C strings.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn slurm_spank_task_init(
-    sp: sys::spank_t,
-    ac: c_int,
-    av: *mut *mut c_char,
-) -> c_int {
-    // SAFETY: the arguments are Slurm's, passed on unchanged (this function's contract).
-    unsafe { dispatch(Hook::TaskInit, sp, ac, av) }
-}
-
-/// `slurm_spank_job_epilog`: removes the job's token directory (slurmd, root).
-///
-/// # Safety
-/// Called by Slurm only: `sp` is the handle of the running hook, `av` holds `ac` C strings.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn slurm_spank_job_epilog(
-    sp: sys::spank_t,
-    ac: c_int,
-    av: *mut *mut c_char,
-) -> c_int {
-    // SAFETY: the arguments are Slurm's, passed on unchanged (this function's contract).
-    unsafe { dispatch(Hook::JobEpilog, sp, ac, av) }
-}
-
-/// `slurm_spank_exit`: the batch step removes the job's token directory.
-///
-/// # Safety
-/// Called by Slurm only: `sp` is the handle of the running hook, `av` holds `ac` C strings.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn slurm_spank_exit(
-    sp: sys::spank_t,
-    ac: c_int,
-    av: *mut *mut c_char,
-) -> c_int {
-    // SAFETY: the arguments are Slurm's, passed on unchanged (this function's contract).
-    unsafe { dispatch(Hook::Exit, sp, ac, av) }
-}
+export_hook!(
+    /// `slurm_spank_init`: registers `--qlam-auth` (allocator, local and remote context).
+    slurm_spank_init => Hook::Init
+);
+export_hook!(
+    /// `slurm_spank_init_post_opt`: the submission check, or the job's token directory.
+    slurm_spank_init_post_opt => Hook::InitPostOpt
+);
+export_hook!(
+    /// `slurm_spank_user_init`: obtains and delivers the token (remote, as the job's user).
+    slurm_spank_user_init => Hook::UserInit
+);
+export_hook!(
+    /// `slurm_spank_task_init`: fails the job if an earlier hook could not deliver the token.
+    slurm_spank_task_init => Hook::TaskInit
+);
+export_hook!(
+    /// `slurm_spank_job_epilog`: removes the job's token directory (slurmd, root).
+    slurm_spank_job_epilog => Hook::JobEpilog
+);
+export_hook!(
+    /// `slurm_spank_exit`: the batch step removes the job's token directory.
+    slurm_spank_exit => Hook::Exit
+);
 
 /// The `--qlam-auth` callback: Slurm calls it when it parses the option (allocator, local:
 /// `remote` = 0, `optarg` NULL for the bare flag) or receives it (remote: `optarg` `""` for the

@@ -173,6 +173,35 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// Parses an HTTP date (RFC 9110 IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`), as in a
+    /// server's `Date` header (clock-skew checks).
+    pub fn parse_http_date(s: &str) -> Option<Self> {
+        let f: Vec<&str> = s.split_whitespace().collect();
+        let [_, day, month, year, time, "GMT"] = f.as_slice() else {
+            return None;
+        };
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let month = MONTHS.iter().position(|m| m == month)? as i64 + 1;
+        let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+        let t: Vec<i64> = time
+            .split(':')
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        let [h, m, sec] = t.as_slice() else {
+            return None;
+        };
+        if !(1..=days_in_month(year, month)).contains(&day) || *h > 23 || *m > 59 || *sec > 60 {
+            return None;
+        }
+        Some(Timestamp::from_unix_seconds(
+            days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec,
+        ))
+    }
+}
+
 impl fmt::Debug for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_isoformat())
@@ -261,6 +290,31 @@ mod tests {
         ] {
             assert_eq!(Timestamp::parse(s), None, "{s}");
         }
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(
+            Timestamp::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Timestamp::from_unix_seconds(784_111_777))
+        );
+        assert_eq!(
+            Timestamp::parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(Timestamp::from_unix_seconds(0))
+        );
+        assert_eq!(
+            Timestamp::parse_http_date("Sun, 29 Feb 2032 12:00:00 GMT"),
+            Some(Timestamp::from_unix_seconds(1_961_668_800))
+        );
+        assert_eq!(
+            Timestamp::parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"),
+            None
+        );
+        assert_eq!(
+            Timestamp::parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT"),
+            None
+        );
+        assert_eq!(Timestamp::parse_http_date(""), None);
     }
 
     #[test]

@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
 use token_core::broker::{ObtainOptions, Source};
@@ -20,41 +18,6 @@ fn opts() -> ObtainOptions {
 
 fn the_idp() -> &'static Idp {
     idp(&[("IDP_USERS", "alice:alice-pw,bob:bob-pw")])
-}
-
-/// qlam-core's own device flow, approved headlessly.
-fn qlam_core_device_login(idp: &Idp, home: &QshHome, user: &str) {
-    let mut child = Command::new(qlam_core_python())
-        .arg("-u")
-        .arg(repo_root().join("tests/interop/qlam_core_driver.py"))
-        .args(["login", USER_CONTEXT, "testidp"])
-        .env("QSH_CONFIG_DIR", &home.paths.config_dir)
-        .env("SSL_CERT_FILE", &idp.ca)
-        .env("REQUESTS_CA_BUNDLE", &idp.ca)
-        .env("HOME", home.dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let code = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.split_once("Enter code:")
-                .map(|(_, c)| c.trim().to_owned())
-        })
-        .expect("qlam-core printed a user code");
-    idp.approve(user, &code);
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = child.wait().unwrap();
-    let last = rest
-        .iter()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .cloned()
-        .unwrap_or_default();
-    assert!(status.success(), "qlam-core login failed: {last}");
 }
 
 #[test]

@@ -153,7 +153,7 @@ fn private_key_jwt_es256_and_rs256_and_qlam_core_loads_the_config() {
         assert_eq!(cc(idp) - before, 1);
         // QLAM Core loads this config (private_key_jwt lives inside client_secret) and reads
         // the cached token we wrote.
-        let q = qlam_core_home(idp, &home, "read", "ctx", "svc");
+        let q = qlam_core_in(idp, &home.paths, home.dir.path(), "read", "ctx", "svc");
         assert_eq!(q["ok"], true, "{alg}: {q}");
         assert_eq!(q["fingerprint"], got.access_token.fingerprint(), "{alg}");
     }
@@ -188,31 +188,6 @@ fn private_key_jwt_es256_and_rs256_and_qlam_core_loads_the_config() {
     std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o644)).unwrap();
     let e = home.broker(idp).check_login().unwrap_err();
     assert!(matches!(e, Error::InsecurePermissions { .. }), "{e:?}");
-}
-
-fn qlam_core_home(
-    idp: &Idp,
-    home: &M2mHome,
-    verb: &str,
-    ctx: &str,
-    provider: &str,
-) -> serde_json::Value {
-    let out = std::process::Command::new(qlam_core_python())
-        .arg(repo_root().join("tests/interop/qlam_core_driver.py"))
-        .args([verb, ctx, provider])
-        .env("QSH_CONFIG_DIR", &home.paths.config_dir)
-        .env("SSL_CERT_FILE", &idp.ca)
-        .env("REQUESTS_CA_BUNDLE", &idp.ca)
-        .env("HOME", home.dir.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or("{}");
-    serde_json::from_str(line).unwrap()
 }
 
 #[test]

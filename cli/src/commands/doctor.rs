@@ -312,7 +312,7 @@ fn check_idp(broker: &Broker, checks: &mut Vec<Check>) {
     }
     // Local time at the middle of the request, against the server's Date (1 s resolution).
     let local = sent.unix_seconds() + i64::try_from(took.as_secs() / 2).unwrap_or(0);
-    checks.push(match res.date.as_deref().and_then(parse_http_date) {
+    checks.push(match res.date.as_deref().and_then(Timestamp::parse_http_date).map(|t| t.unix_seconds()) {
         Some(server) => {
             let skew = local - server;
             if skew.abs() > MAX_SKEW_SECS {
@@ -610,63 +610,9 @@ fn check_plugstack() -> Check {
     .fix("ask your admins to add the qlam SPANK plugin (see plugstack.conf.example and docs/admin.md)")
 }
 
-/// Parses an HTTP date (RFC 9110 IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) to Unix seconds.
-pub fn parse_http_date(s: &str) -> Option<i64> {
-    let f: Vec<&str> = s.split_whitespace().collect();
-    let [_, day, month, year, time, "GMT"] = f.as_slice() else {
-        return None;
-    };
-    let day: i64 = day.parse().ok()?;
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m == month)? as i64
-        + 1;
-    let year: i64 = year.parse().ok()?;
-    let t: Vec<i64> = time
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    let [h, m, sec] = t.as_slice() else {
-        return None;
-    };
-    if !(1..=31).contains(&day) || *h > 23 || *m > 59 || *sec > 60 {
-        return None;
-    }
-    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn http_dates() {
-        assert_eq!(
-            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(784_111_777)
-        );
-        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        assert_eq!(
-            parse_http_date("Sun, 29 Feb 2032 12:00:00 GMT"),
-            Some(1_961_668_800)
-        );
-        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
-        assert_eq!(parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT"), None);
-        assert_eq!(parse_http_date(""), None);
-    }
 
     const MOUNTS: &str = "\
 /dev/sda1 / ext4 rw,relatime 0 0

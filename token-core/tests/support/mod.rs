@@ -296,13 +296,20 @@ pub fn qlam_core_python() -> PathBuf {
 
 /// Runs the qlam-core driver (tests/interop/qlam_core_driver.py) for `home`.
 pub fn qlam_core(idp: &Idp, home: &QshHome, verb: &str, context: &str, provider: &str) -> Value {
-    let out = Command::new(qlam_core_python())
-        .arg(repo_root().join("tests/interop/qlam_core_driver.py"))
+    qlam_core_in(idp, &home.paths, home.dir.path(), verb, context, provider)
+}
+
+/// The qlam-core driver for the qsh files in `paths`, with `$HOME` = `home`.
+pub fn qlam_core_in(
+    idp: &Idp,
+    paths: &QshPaths,
+    home: &Path,
+    verb: &str,
+    context: &str,
+    provider: &str,
+) -> Value {
+    let out = qlam_core_command(idp, paths, home)
         .args([verb, context, provider])
-        .env("QSH_CONFIG_DIR", &home.paths.config_dir)
-        .env("SSL_CERT_FILE", &idp.ca)
-        .env("REQUESTS_CA_BUNDLE", &idp.ca)
-        .env("HOME", home.dir.path())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -317,6 +324,41 @@ pub fn qlam_core(idp: &Idp, home: &QshHome, verb: &str, context: &str, provider:
             )
         });
     serde_json::from_str(line).unwrap()
+}
+
+fn qlam_core_command(idp: &Idp, paths: &QshPaths, home: &Path) -> Command {
+    let mut cmd = Command::new(qlam_core_python());
+    cmd.arg("-u")
+        .arg(repo_root().join("tests/interop/qlam_core_driver.py"))
+        .env("QSH_CONFIG_DIR", &paths.config_dir)
+        .env("SSL_CERT_FILE", &idp.ca)
+        .env("REQUESTS_CA_BUNDLE", &idp.ca)
+        .env("HOME", home);
+    cmd
+}
+
+/// qlam-core's own device flow for `home`'s `lab` context, approved headlessly as `user`.
+pub fn qlam_core_device_login(idp: &Idp, home: &QshHome, user: &str) {
+    use std::io::{BufRead, BufReader};
+    let mut child = qlam_core_command(idp, &home.paths, home.dir.path())
+        .args(["login", USER_CONTEXT, "testidp"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let code = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split_once("Enter code:")
+                .map(|(_, c)| c.trim().to_owned())
+        })
+        .expect("qlam-core printed a user code");
+    idp.approve(user, &code);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "qlam-core login failed: {rest:?}");
 }
 
 pub fn file_bytes(p: &Path) -> Vec<u8> {

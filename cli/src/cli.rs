@@ -18,7 +18,8 @@ macro_rules! exit_codes {
   8    credentials store or permission problem (the message says how to fix it)
   9    timed out waiting for the credentials lock (another process is refreshing)
   10   monthly token budget exhausted
-  130  interrupted (Ctrl-C)"
+  130  interrupted (Ctrl-C)
+  143  terminated (SIGTERM/SIGHUP) during a renewal, which was saved first; no token printed"
     };
 }
 

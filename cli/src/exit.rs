@@ -28,6 +28,9 @@ pub const LOCK_TIMEOUT: u8 = 9;
 pub const BUDGET: u8 = 10;
 /// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
 pub const INTERRUPTED: u8 = 130;
+/// Terminated (SIGTERM or SIGHUP) while a token was being renewed: the renewal was finished and
+/// saved first, the token not printed (128 + SIGTERM).
+pub const TERMINATED: u8 = 143;
 
 /// The exit code for a token-core error.
 pub fn code_for(e: &Error) -> u8 {
@@ -218,7 +221,7 @@ mod tests {
             let line = format!("\n  {code:<4} ");
             assert!(crate::cli::EXIT_CODES.contains(&line), "{code} missing");
         }
-        for code in [OK, USAGE, INTERRUPTED] {
+        for code in [OK, USAGE, INTERRUPTED, TERMINATED] {
             let line = format!("\n  {code:<4} ");
             assert!(crate::cli::EXIT_CODES.contains(&line), "{code} missing");
         }

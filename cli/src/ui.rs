@@ -54,6 +54,32 @@ impl Interrupt {
     }
 }
 
+/// Defers SIGTERM and SIGHUP for the rest of a short command (`token`). A renewal rotates the
+/// refresh token at the IdP before the new one is saved; dying in between loses the login. Slurm
+/// ends jobs with SIGTERM and sends SIGKILL only after `KillWait` (30 s by default, longer than a
+/// renewal may take), so deferring SIGTERM keeps that window closed for jobs that are cancelled or
+/// reach their time limit. SIGINT (Ctrl-C) is left alone for people at a terminal.
+#[derive(Debug, Clone)]
+pub struct DeferredTermination(Arc<AtomicBool>);
+
+impl DeferredTermination {
+    /// Installs the handlers (if that fails, the signals keep their default effect).
+    pub fn install() -> Self {
+        let flag = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+            if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&flag)) {
+                log::warn!(target: "qlam_auth", "cannot defer signal {sig} ({e})");
+            }
+        }
+        DeferredTermination(flag)
+    }
+
+    /// True once SIGTERM or SIGHUP arrived.
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// A one-line wait indicator on stderr: spinner, message, redrawn in place. When stderr is not a
 /// terminal it prints the first message once and stays quiet after.
 #[derive(Debug)]

@@ -986,3 +986,55 @@ fn doctor_passes_when_healthy_and_explains_a_group_writable_qsh() {
     chmod(&qsh, 0o700);
     run(idp, &home, &["doctor", "--context", USER_CONTEXT]).expect(0, "doctor after the fix");
 }
+
+/// SIGTERM, what Slurm sends a cancelled or timed-out job, arriving right after the IdP rotated
+/// the refresh token and before the answer was saved (held there by a fault point): `token`
+/// finishes and saves the renewal first, prints no token and exits 143, and the login survives.
+/// Without the deferral the process would die in that window with only the spent refresh token
+/// on disk.
+#[test]
+fn sigterm_during_a_renewal_does_not_lose_the_login() {
+    let idp = the_idp();
+    let home = QshHome::new(idp);
+    let _g = shared();
+    home.device_login(idp, "olivia");
+    home.expire_access_token(USER_CONTEXT);
+    let before = stored_tokens(&home).refresh_token;
+    let mut child = qlam_auth(idp, &home)
+        .arg("token")
+        .env(token_core::faultpoint::ENV, "broker.after_response")
+        .env(token_core::faultpoint::HOLD_ENV, "1500")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("FAULTPOINT") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "qlam-auth token ended before the fault point"
+        );
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "stderr: {rest}");
+    assert!(out.stdout.is_empty(), "no token is printed after SIGTERM");
+    assert!(rest.contains("terminated"), "{rest}");
+    let after = stored_tokens(&home).refresh_token;
+    assert!(
+        after.is_some() && after != before,
+        "the rotated refresh token was saved"
+    );
+    // The login still works: a forced renewal with the saved refresh token succeeds.
+    home.expire_access_token(USER_CONTEXT);
+    let token = cli_token(idp, &home);
+    assert!(idp.accepts(&token));
+}

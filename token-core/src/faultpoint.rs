@@ -25,6 +25,10 @@ pub const ENV: &str = "QLAM_AUTH_FAULT_POINT";
 /// How long an armed point holds the process before letting it go on.
 pub const MAX_HOLD: Duration = Duration::from_secs(60);
 
+/// Optionally shortens the hold (milliseconds, at most [`MAX_HOLD`]): for tests that send a
+/// signal at the point and then let the process go on.
+pub const HOLD_ENV: &str = "QLAM_AUTH_FAULT_HOLD_MS";
+
 /// A fault point: a no-op unless `QLAM_AUTH_FAULT_POINT` is `name` (see the module docs).
 pub fn hit(name: &str) {
     match std::env::var_os(ENV) {
@@ -32,8 +36,12 @@ pub fn hit(name: &str) {
         _ => return,
     }
     eprintln!("FAULTPOINT {name}");
+    let hold = std::env::var(HOLD_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(MAX_HOLD, |ms| Duration::from_millis(ms).min(MAX_HOLD));
     let start = Instant::now();
-    while start.elapsed() < MAX_HOLD {
+    while start.elapsed() < hold {
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -19,7 +19,16 @@ pub fn run(args: &TokenArgs) -> Result<(), Failure> {
         min_valid: Duration::from_secs(min_valid),
         ..ObtainOptions::default()
     };
-    let got = sel.broker.obtain(&opts)?;
+    let term = ui::DeferredTermination::install();
+    let got = sel.broker.obtain(&opts);
+    if term.requested() {
+        return Err(Failure::msg(
+            "terminated (SIGTERM or SIGHUP) while the token was being renewed; the renewal was \
+             finished and saved first, and no token is printed",
+            exit::TERMINATED,
+        ));
+    }
+    let got = got?;
     // A stale token (renewal failed; still valid, but for less than asked) is good enough for
     // the default, not for a lifetime the caller asked for: `TOKEN=$(qlam-auth token
     // --min-valid 3600) || exit` must never go on with a token that lapses within the hour.

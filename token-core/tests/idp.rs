@@ -330,12 +330,20 @@ fn misbehaving_idp_gives_typed_errors_and_keeps_the_store() {
         ("garbage", "idp_bad_response"),
         ("status500", "idp_unreachable"),
         ("hang", "idp_unreachable"),
+        ("status429", "idp_unreachable"),
     ] {
-        idp.fault(fault, 3);
+        // More faults than the client may retry: it must give up, not hammer the IdP.
+        idp.fault(fault, 10);
+        let requests_before = idp.token_requests("refresh_token");
         let start = Instant::now();
         let e = broker.obtain(&opts(60)).unwrap_err();
         let took = start.elapsed();
+        let requests = idp.token_requests("refresh_token") - requests_before;
         idp.clear_fault();
+        assert!(
+            (1..=3).contains(&requests),
+            "{fault}: {requests} token requests (at most 1 + 2 retries)"
+        );
         assert_eq!(e.kind(), want, "{fault}: {e}");
         assert!(
             took < Duration::from_secs(8),

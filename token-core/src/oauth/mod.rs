@@ -566,6 +566,12 @@ pub(crate) fn oauth_error(url: &str, res: &HttpResponse) -> Error {
         .and_then(|v| v.get("error"))
         .and_then(Value::as_str);
     match code {
+        // Rate limiting is "busy, try later" (retryable, and a still-valid stored token may be
+        // used meanwhile), never "refused: check your config", whatever the body says.
+        _ if res.status == 429 => Error::IdpUnreachable {
+            url: url.to_owned(),
+            detail: "HTTP 429 (rate limited: try again later)".to_owned(),
+        },
         Some(code) if (400..500).contains(&res.status) => Error::IdpRefused {
             url: url.to_owned(),
             code: clean(code),
@@ -681,6 +687,16 @@ mod tests {
         let e = parse_token_response("u", &res(200, "application/json", r#"{"token":"x"}"#))
             .unwrap_err();
         assert!(e.to_string().contains("no access_token"));
+    }
+
+    #[test]
+    fn rate_limiting_is_busy_not_refused() {
+        let e = parse_token_response(
+            "u",
+            &res(429, "application/json", r#"{"error":"too_many_requests"}"#),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), "idp_unreachable", "{e}");
     }
 
     #[test]

@@ -51,6 +51,10 @@ store; refreshes are coordinated by a lock so that parallel jobs never lose the 
 Files: ~/.qsh/config.json and ~/.qsh/credentials/ (QLAM Core's layout); QSH_CONFIG_DIR and
 QSH_CONFIG move them. SSL_CERT_FILE names a CA bundle to trust besides the system's.
 
+Pipelines (client credentials) need no config file: with QLAM_CLIENT_ID, QLAM_CLIENT_SECRET,
+AUTH_BASE_URL and QLAM_AUDIENCE set, `qlam-auth token` uses the implicit context `env`, cached
+and shared under the same lock (QLAM_TOKEN_CACHE, QLAM_TOKEN_BUDGET: see docs/m2m.md).
+
 Admin helpers: `qlam-auth completions bash|zsh|fish|elvish|powershell` prints a shell
 completion script; `qlam-auth man > qlam-auth.1` writes the man page.
 
@@ -105,9 +109,12 @@ access token or a refresh token is stored); otherwise the exit code says why (se
   curl -H \"Authorization: Bearer $(qlam-auth token)\" https://api.example.org/v1/me
   TOKEN=$(qlam-auth token --min-valid 3600) || exit   # valid for at least an hour
   qlam-auth token --context prod > \"$XDG_RUNTIME_DIR/token\"
+  QLAM_CLIENT_ID=svc QLAM_CLIENT_SECRET=... AUTH_BASE_URL=login.example.org \\
+      QLAM_AUDIENCE=https://api.example.org qlam-auth token    # client credentials, no config
 
 Only the token and a newline go to stdout; messages go to stderr. The refresh is done once
-under a lock even when many processes ask at the same time.
+under a lock even when many processes ask at the same time. SIGTERM during a renewal is
+deferred until the renewal is saved (exit 143).
 
 ", exit_codes!()))]
     Token(TokenArgs),

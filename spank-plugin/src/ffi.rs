@@ -543,8 +543,10 @@ unsafe fn read_argv(ac: c_int, av: *mut *mut c_char) -> Vec<String> {
         .collect()
 }
 
-/// The home directory of `uid` from the password database (getpwuid_r), never `$HOME`.
-fn home_of(uid: u32) -> Option<PathBuf> {
+/// Looks `uid` up in the password database (getpwuid_r, growing the buffer as needed) and hands
+/// the entry to `read`, which must copy what it needs: the entry's strings live in a buffer that
+/// is freed when this returns.
+fn with_passwd<T>(uid: u32, read: impl FnOnce(&libc::passwd) -> Option<T>) -> Option<T> {
     let mut buf: Vec<c_char> = vec![0; 4096];
     loop {
         let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
@@ -568,43 +570,29 @@ fn home_of(uid: u32) -> Option<PathBuf> {
         if rc != 0 || result.is_null() {
             return None;
         }
-        // SAFETY: on success `result` points to `pwd`, now initialised; its `pw_dir` is NULL or
-        // a C string inside `buf`, which is still alive.
-        let dir = unsafe { c_string((*result).pw_dir) }?;
-        let dir = PathBuf::from(OsStr::from_bytes(dir.as_bytes()));
-        return dir.is_absolute().then_some(dir);
+        // SAFETY: on success `result` points to `pwd`, now initialised, whose strings point into
+        // `buf`, which outlives this borrow.
+        return read(unsafe { &*result });
     }
 }
 
-/// The login name and primary group of `uid` from the password database (getpwuid_r).
+/// The home directory of `uid` from the password database, never `$HOME`.
+fn home_of(uid: u32) -> Option<PathBuf> {
+    with_passwd(uid, |pw| {
+        // SAFETY: `pw_dir` is NULL or a C string inside the live getpwuid_r buffer.
+        let dir = unsafe { c_string(pw.pw_dir) }?;
+        let dir = PathBuf::from(OsStr::from_bytes(dir.as_bytes()));
+        dir.is_absolute().then_some(dir)
+    })
+}
+
+/// The login name and primary group of `uid` from the password database.
 fn name_and_gid(uid: u32) -> Option<(CString, libc::gid_t)> {
-    let mut buf: Vec<c_char> = vec![0; 4096];
-    loop {
-        let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
-        let mut result: *mut libc::passwd = ptr::null_mut();
-        // SAFETY: as in `home_of`: `pwd`, `buf` (for `buf.len()` bytes) and `result` are valid,
-        // writable and outlive the call; getpwuid_r writes only into them.
-        let rc = unsafe {
-            libc::getpwuid_r(
-                uid,
-                pwd.as_mut_ptr(),
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < (1 << 20) {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if rc != 0 || result.is_null() {
-            return None;
-        }
-        // SAFETY: on success `result` points to `pwd`, now initialised; `pw_name` is NULL or a
-        // C string inside `buf`, which is still alive; it is copied at once.
-        let (name, gid) = unsafe { (c_string((*result).pw_name)?, (*result).pw_gid) };
-        return Some((CString::new(name).ok()?, gid));
-    }
+    with_passwd(uid, |pw| {
+        // SAFETY: `pw_name` is NULL or a C string inside the live getpwuid_r buffer; copied at once.
+        let name = unsafe { c_string(pw.pw_name) }?;
+        Some((CString::new(name).ok()?, pw.pw_gid))
+    })
 }
 
 /// The group ids of `uid`: its primary group and every group that lists it (getgrouplist).

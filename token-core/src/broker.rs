@@ -10,7 +10,7 @@
 //!
 //! N processes that need a refresh at once therefore cause exactly one token request.
 
-use crate::config::{GrantType, ProviderConfig, normalize_issuer};
+use crate::config::{ProviderConfig, normalize_issuer};
 use crate::http::{HttpSettings, SharedHttp, UreqClient};
 use crate::oauth::{OAuthClient, TokenResponse};
 use crate::paths::QshPaths;
@@ -265,6 +265,19 @@ impl Broker {
             subject: subject_of(t),
             client_id: self.provider.client_id.clone(),
         };
+        // Renewal failed for a reason that is not the user's (IdP down, lock holder hangs): a
+        // stored token that is still valid beats failing.
+        let stale = |stored: Option<&Stored>, e: Error, lock_wait: Duration| match stored {
+            Some(s) if s.tokens.valid_for(Timestamp::now(), Duration::from_secs(1)) => {
+                if matches!(e, Error::LockTimeout { .. }) {
+                    log::warn!(target: "qlam_auth", "{e}; using the stored token, valid for less than requested");
+                } else {
+                    log::warn!(target: "qlam_auth", "could not renew the token ({e}); using the stored one, valid for less than requested");
+                }
+                Ok(done(&s.tokens, Source::Stale, lock_wait))
+            }
+            _ => Err(e),
+        };
         let user_flow = self.provider.grant_type.is_user_flow();
         // 1. Fast path.
         let seen = self.store.load(&key)?;
@@ -312,14 +325,9 @@ impl Broker {
                 })?;
                 return Ok(done(&t, Source::RenewedByOther, wait_start.elapsed()));
             }
-            // Someone else's refresh hangs: a stored token that is still valid beats failing.
-            Err(e @ Error::LockTimeout { .. }) => match &seen {
-                Some(s) if s.tokens.valid_for(Timestamp::now(), Duration::from_secs(1)) => {
-                    log::warn!(target: "qlam_auth", "{e}; using the stored token, valid for less than requested");
-                    return Ok(done(&s.tokens, Source::Stale, e_waited(&e)));
-                }
-                _ => return Err(e),
-            },
+            Err(Error::LockTimeout { path, waited }) => {
+                return stale(seen.as_ref(), Error::LockTimeout { path, waited }, waited);
+            }
             Err(e) => return Err(e),
         };
         let lock_wait = lock.waited();
@@ -335,14 +343,9 @@ impl Broker {
         drop(lock);
         match renewed {
             Ok(t) => Ok(done(&t, Source::Renewed, lock_wait)),
-            Err(e @ (Error::IdpUnreachable { .. } | Error::IdpBadResponse { .. })) => match current
-            {
-                Some(s) if s.tokens.valid_for(Timestamp::now(), Duration::from_secs(1)) => {
-                    log::warn!(target: "qlam_auth", "could not renew the token ({e}); using the stored one, valid for less than requested");
-                    Ok(done(&s.tokens, Source::Stale, lock_wait))
-                }
-                _ => Err(e),
-            },
+            Err(e @ (Error::IdpUnreachable { .. } | Error::IdpBadResponse { .. })) => {
+                stale(current.as_ref(), e, lock_wait)
+            }
             Err(e) => Err(e),
         }
     }
@@ -351,33 +354,28 @@ impl Broker {
     fn renew(&self, current: Option<&Stored>, depth: u8) -> Result<TokenSet> {
         let key = self.provider.cache_key();
         let oauth = self.oauth()?;
-        let (response, used_rt): (TokenResponse, Option<Secret>) =
-            if self.provider.grant_type.is_user_flow() {
-                let s = current.ok_or_else(|| self.not_logged_in())?;
-                let rt = s
-                    .tokens
-                    .refresh_token
-                    .clone()
-                    .ok_or_else(|| Error::LoginExpired {
-                        context: self.provider.context.clone(),
-                        reason: "no refresh token is stored".into(),
-                    })?;
-                crate::faultpoint::hit("broker.before_refresh");
-                match oauth.refresh(&rt) {
-                    Ok(r) => (r, Some(rt)),
-                    Err(Error::IdpRefused { code, .. }) if code == "invalid_grant" => {
-                        return self.after_invalid_grant(&rt, depth);
-                    }
-                    Err(e) => return Err(e),
+        let response: TokenResponse = if self.provider.grant_type.is_user_flow() {
+            let s = current.ok_or_else(|| self.not_logged_in())?;
+            let rt = s
+                .tokens
+                .refresh_token
+                .clone()
+                .ok_or_else(|| Error::LoginExpired {
+                    context: self.provider.context.clone(),
+                    reason: "no refresh token is stored".into(),
+                })?;
+            crate::faultpoint::hit("broker.before_refresh");
+            match oauth.refresh(&rt) {
+                Ok(r) => r,
+                Err(Error::IdpRefused { code, .. }) if code == "invalid_grant" => {
+                    return self.after_invalid_grant(&rt, depth);
                 }
-            } else {
-                let budget = self.settings.budget(&self.provider.client_id);
-                (
-                    crate::budget::machine_token(oauth, self.store.dir(), budget)?,
-                    None,
-                )
-            };
-        drop(used_rt);
+                Err(e) => return Err(e),
+            }
+        } else {
+            let budget = self.settings.budget(&self.provider.client_id);
+            crate::budget::machine_token(oauth, self.store.dir(), budget)?
+        };
         crate::faultpoint::hit("broker.after_response");
         let tokens = response.into_token_set(current.map(|s| &s.tokens), Timestamp::now());
         let expected = current.and_then(|s| s.file_id);
@@ -493,16 +491,4 @@ impl Broker {
             revocation,
         })
     }
-}
-
-fn e_waited(e: &Error) -> Duration {
-    match e {
-        Error::LockTimeout { waited, .. } => *waited,
-        _ => Duration::ZERO,
-    }
-}
-
-/// Is this grant one we can renew without a person?
-pub fn renewable_without_user(g: GrantType) -> bool {
-    !g.is_user_flow()
 }

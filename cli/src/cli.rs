@@ -153,6 +153,49 @@ Each check prints ok, warn, FAIL or info, with the fix. Exit status 1 if any che
         after_help = "Example:\n  qlam-auth man > /usr/local/share/man/man1/qlam-auth.1"
     )]
     Man,
+
+    /// Keep a Slurm job's token file valid while the job runs (started by the SPANK plugin).
+    #[command(hide = true)]
+    JobRenewer(JobRenewerArgs),
+}
+
+/// `job-renewer`: started by the SPANK plugin in `user_init`, as the job's user, once per job,
+/// node and token file. Not for interactive use; documented in docs/admin.md.
+#[derive(Debug, Args)]
+pub struct JobRenewerArgs {
+    /// The Slurm job id (the renewer ends when no step of this job runs on the node any more).
+    #[arg(long)]
+    pub job: u32,
+    /// The job's private token directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: std::path::PathBuf,
+    /// The token file's name in it.
+    #[arg(long, value_name = "NAME")]
+    pub file: String,
+    /// The job user's home directory (from the password database).
+    #[arg(long, value_name = "DIR")]
+    pub home: std::path::PathBuf,
+    /// The qsh context (default: current_context of the config).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Renew once this fraction of the token's lifetime has passed (0.5 to 0.9).
+    #[arg(long, default_value_t = token_core::renew::DEFAULT_RENEW_AT)]
+    pub renew_at: f64,
+    /// The bound on one renewal, lock wait included (plugstack timeout=).
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    pub timeout: u64,
+    /// The part of --timeout spent waiting for the store lock.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub lock_timeout: u64,
+    /// The job's end (Unix seconds): the renewer stops then at the latest.
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    pub end_time: Option<u64>,
+    /// The CAs that TLS to the issuer trusts (plugstack ca_bundle=).
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<std::path::PathBuf>,
+    /// An allowed issuer (plugstack issuers=); repeatable.
+    #[arg(long = "issuer", value_name = "URL")]
+    pub issuers: Vec<String>,
 }
 
 /// `login`.

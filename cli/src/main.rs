@@ -20,6 +20,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Token(a) => commands::token::run(&a),
         Command::Logout(a) => commands::logout::run(&a),
         Command::Doctor(a) => commands::doctor::run(&a),
+        Command::JobRenewer(a) => commands::renewer::run(&a),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "qlam-auth", &mut out);

@@ -190,10 +190,14 @@ fn budget_warns_at_the_threshold_and_refuses_beyond_the_limit() {
         ("QLAM_TOKEN_BUDGET", "3"),
         ("QLAM_TOKEN_BUDGET_WARN_PERCENT", "60"),
     ];
-    // --min-valid beyond the token lifetime: every call is a real request.
+    // The cached token is made to look expired before each call: every call is a real request.
+    // (A --min-valid beyond the token lifetime no longer forces one: it is capped.)
     let token = || {
+        if home.credentials_file(M2M_CONTEXT).exists() {
+            home.expire_access_token(M2M_CONTEXT);
+        }
         qlam_auth(idp, home.dir.path(), &vars)
-            .args(["token", "--context", M2M_CONTEXT, "--min-valid", "7200"])
+            .args(["token", "--context", M2M_CONTEXT])
             .output()
             .unwrap()
     };
@@ -216,7 +220,10 @@ fn budget_warns_at_the_threshold_and_refuses_beyond_the_limit() {
     );
     let three = token();
     assert!(three.status.success(), "{}", text(&three));
+    // The fresh token of the third call is put back after the refused fourth.
+    let fresh = std::fs::read(home.credentials_file(M2M_CONTEXT)).unwrap();
     let four = token();
+    std::fs::write(home.credentials_file(M2M_CONTEXT), fresh).unwrap();
     assert_eq!(four.status.code(), Some(10), "{}", text(&four));
     assert!(
         String::from_utf8_lossy(&four.stderr).contains("budget of 3"),

@@ -10,10 +10,13 @@
 //! | `token_dir=PATH` | `/run/qlam-auth` | absolute; per-job token directories are made under it |
 //! | `env_token=yes\|no` | yes | also put the token itself into `QLAM_ACCESS_TOKEN` |
 //! | `ca_bundle=PATH` | system roots | absolute; the CAs that TLS to the issuer trusts |
-//! | `timeout=SECONDS` | 20 | the bound on lock waiting plus network in one hook (1..=600) |
+//! | `timeout=SECONDS` | 20 | the bound on one hook, all of it: lock wait, discovery, token request, retries (1..=600) |
 //! | `lock_timeout=SECONDS` | half of `timeout` | the part of `timeout` spent waiting for the store lock |
 //! | `issuers=URL[,URL...]` | any | the only issuers a job may use: a user config pointing elsewhere is refused |
 //! | `m2m=NAME:FILE[:GROUP,...]` | none | a site service account (repeatable): `--qlam-auth=NAME` gets its client-credentials token; FILE is root-only (0600 root); the optional groups are the world-readable copy of its allowlist, checked at submission (see `site.rs`) |
+//! | `renew=yes\|no` | yes | keep the token file valid while the job runs (`qlam-auth job-renewer`, one per job, node and token file) |
+//! | `renew_at=F` | 0.5 | renew once this fraction of the token's lifetime has passed (0.5..=0.9) |
+//! | `renewer=PATH` | `/usr/local/bin/qlam-auth` | absolute; the `qlam-auth` binary that runs the renewer |
 //! | `m2m_cache=PATH` | `/var/cache/qlam-auth/m2m` | absolute; root-only token caches of the site accounts, one directory per account (may be on a shared filesystem) |
 //!
 //! Slurm runs `job_epilog` without `init`, so every hook parses the arguments again.
@@ -39,7 +42,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 pub const MAX_MIN_VALID: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The parsed plugin arguments.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Args {
     /// A delivered token stays valid for at least this long.
     pub min_valid: Duration,
@@ -62,7 +65,16 @@ pub struct Args {
     /// Set when a security-relevant argument is broken: jobs asking for a token are refused with
     /// this message (for the site admins), instead of running with a weaker setting.
     pub misconfigured: Option<String>,
+    /// `renew=no` turns off renewal of the token file while the job runs.
+    pub renew: bool,
+    /// `renew_at=F`: renew once this fraction of the token's lifetime has passed (0.5 to 0.9).
+    pub renew_at: f64,
+    /// `renewer=PATH`: the `qlam-auth` binary that runs `qlam-auth job-renewer`.
+    pub renewer: PathBuf,
 }
+
+/// Default of `renewer`.
+pub const DEFAULT_RENEWER: &str = "/usr/local/bin/qlam-auth";
 
 impl Default for Args {
     fn default() -> Self {
@@ -77,6 +89,9 @@ impl Default for Args {
             site_accounts: Vec::new(),
             m2m_cache: PathBuf::from(crate::site::DEFAULT_M2M_CACHE),
             misconfigured: None,
+            renew: true,
+            renew_at: token_core::renew::DEFAULT_RENEW_AT,
+            renewer: PathBuf::from(DEFAULT_RENEWER),
         }
     }
 }
@@ -165,6 +180,36 @@ impl Args {
                 Ok(p) => self.m2m_cache = p,
                 Err(e) => return Err(self.fail_closed(format!("m2m_cache: {e}"))),
             },
+            "renew" => {
+                self.renew = match value {
+                    "yes" | "true" | "1" => true,
+                    "no" | "false" | "0" => false,
+                    _ => {
+                        return Err(format!(
+                            "renew: expected yes or no; keeping {}",
+                            if self.renew { "yes" } else { "no" }
+                        ));
+                    }
+                };
+            }
+            "renew_at" => {
+                let (lo, hi) = token_core::renew::RENEW_AT_RANGE;
+                match value.parse::<f64>() {
+                    Ok(f) if (lo..=hi).contains(&f) => self.renew_at = f,
+                    _ => {
+                        return Err(format!(
+                            "renew_at: expected a fraction of the token lifetime from {lo} to                              {hi}; keeping {}",
+                            self.renew_at
+                        ));
+                    }
+                }
+            }
+            "renewer" => match absolute_path(value) {
+                Ok(p) => self.renewer = p,
+                Err(e) => {
+                    return Err(format!("renewer: {e}; keeping {}", self.renewer.display()));
+                }
+            },
             "issuers" => match parse_issuers(value) {
                 Ok(list) => self.issuers = Some(list),
                 Err(e) => return Err(self.fail_closed(format!("issuers: {e}"))),
@@ -172,7 +217,7 @@ impl Args {
             _ => {
                 return Err(format!(
                     "unknown argument '{key}' (known: min_valid, token_dir, env_token, ca_bundle, \
-                     timeout, lock_timeout, issuers, m2m, m2m_cache); ignored"
+                     timeout, lock_timeout, issuers, m2m, m2m_cache, renew, renew_at, renewer); ignored"
                 ));
             }
         }

@@ -5,8 +5,9 @@
 //! `lock_timeout` for the store lock, the rest for the network.
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use token_core::broker::{Broker, ObtainOptions, Obtained, Source};
 use token_core::config::{Config, ProviderConfig};
@@ -17,7 +18,7 @@ use token_core::time::Timestamp;
 use token_core::{deliver, jwt};
 
 use crate::args::Args;
-use crate::hooks::{Backend, Delivery, Request};
+use crate::hooks::{Backend, Delivery, RenewerSpec, Request};
 
 /// The production [`Backend`].
 #[derive(Debug, Default, Clone, Copy)]
@@ -32,8 +33,10 @@ impl TokenCore {
         let provider = config
             .provider_with_env(req.context, req.env)
             .map_err(|e| e.to_string())?;
+        // plugstack timeout= bounds the whole hook: lock wait, discovery, request and retries.
         let broker = Broker::new(&paths, provider.clone(), &http_settings(req.args))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .with_deadline(Instant::now() + req.args.timeout);
         Ok((broker, provider))
     }
 }
@@ -63,7 +66,43 @@ fn delivery(got: Obtained, subject: Option<String>) -> Delivery {
         client_id: got.client_id,
         elapsed: got.elapsed,
         lock_wait: got.lock_wait,
+        capped_from: got.capped_from,
     }
+}
+
+/// The arguments of `qlam-auth job-renewer` for `spec` (no secret among them: every local user
+/// can read a process's arguments).
+pub fn renewer_args(spec: &RenewerSpec, args: &Args) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec![
+        "job-renewer".into(),
+        "--job".into(),
+        spec.job.to_string().into(),
+        "--dir".into(),
+        spec.dir.clone().into(),
+        "--file".into(),
+        spec.file_name.clone().into(),
+        "--home".into(),
+        spec.home.clone().into(),
+        "--renew-at".into(),
+        args.renew_at.to_string().into(),
+        "--timeout".into(),
+        args.timeout.as_secs().to_string().into(),
+        "--lock-timeout".into(),
+        args.lock_timeout().as_secs().to_string().into(),
+    ];
+    if let Some(c) = &spec.context {
+        v.extend(["--context".into(), c.clone().into()]);
+    }
+    if let Some(e) = spec.end_time {
+        v.extend(["--end-time".into(), e.to_string().into()]);
+    }
+    if let Some(ca) = &args.ca_bundle {
+        v.extend(["--ca-bundle".into(), ca.clone().into()]);
+    }
+    for i in args.issuers.iter().flatten() {
+        v.extend(["--issuer".into(), i.clone().into()]);
+    }
+    v
 }
 
 /// The HTTP settings the site's arguments give.
@@ -136,6 +175,51 @@ impl Backend for TokenCore {
 
     fn write_token(&self, dir: &Path, file_name: &str, token: &Secret) -> Result<PathBuf, String> {
         deliver::write_token_file(dir, file_name, token).map_err(|e| e.to_string())
+    }
+
+    fn start_renewer(&self, spec: &RenewerSpec, args: &Args) -> Result<bool, String> {
+        use token_core::renew::lock_file_name;
+        // Cheap check first: a renewer of this file already holds its lock.
+        let dir = token_core::fsutil::open_dir(&spec.dir, token_core::fsutil::Policy::PRIVATE)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "the job token directory does not exist".to_owned())?;
+        match token_core::lock::acquire(
+            token_core::fsutil::fd(&dir),
+            &spec.dir,
+            &lock_file_name(&spec.file_name),
+            Duration::ZERO,
+            &mut |_| {},
+            &mut || false,
+        ) {
+            Ok(_free) => {}
+            Err(token_core::Error::LockTimeout { .. }) => return Ok(false),
+            Err(e) => return Err(e.to_string()),
+        }
+        let mut env: Vec<(OsString, OsString)> = vec![
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("HOME".into(), spec.home.clone().into()),
+            ("LC_ALL".into(), "C".into()),
+        ];
+        env.extend(spec.config_env.iter().map(|(k, v)| (k.into(), v.into())));
+        crate::spawn::detached(&crate::spawn::Spawn {
+            program: args.renewer.clone(),
+            args: renewer_args(spec, args),
+            env,
+            uid: spec.uid,
+            gid: spec.gid,
+        })
+        .map_err(|e| format!("{}: {e}", args.renewer.display()))?;
+        Ok(true)
+    }
+
+    fn renewal_status(&self, dir: &Path, file_name: &str) -> Option<(String, Option<String>)> {
+        let v = token_core::renew::read_status(dir, file_name)?;
+        Some((
+            v.get("state")?.as_str()?.to_owned(),
+            v.get("last_error")
+                .and_then(|e| e.as_str())
+                .map(str::to_owned),
+        ))
     }
 
     fn load_site_account(

@@ -163,6 +163,32 @@ pub struct Delivery {
     pub elapsed: Duration,
     /// Time spent waiting for the store lock.
     pub lock_wait: Duration,
+    /// `min_valid` as configured, when it asked for a whole token lifetime or more and was capped
+    /// (at half their lifetime).
+    pub capped_from: Option<Duration>,
+}
+
+/// What the renewer of one token file needs (see [`crate::spawn`] and `qlam-auth job-renewer`).
+#[derive(Debug, Clone)]
+pub struct RenewerSpec {
+    /// The job.
+    pub job: u32,
+    /// The job's user and group.
+    pub uid: u32,
+    /// The job's primary group.
+    pub gid: u32,
+    /// The user's home directory.
+    pub home: PathBuf,
+    /// The job's private token directory and the token file's name in it.
+    pub dir: PathBuf,
+    /// The token file's name.
+    pub file_name: String,
+    /// `--qlam-auth=CONTEXT`, if given.
+    pub context: Option<String>,
+    /// The job's `QSH_CONFIG_DIR` / `QSH_CONFIG`, if set (from the job's environment).
+    pub config_env: Vec<(String, String)>,
+    /// The job's end (`SLURM_JOB_END_TIME`, Unix seconds), if known.
+    pub end_time: Option<u64>,
 }
 
 /// What the policy needs from token-core. [`crate::broker::TokenCore`] implements it. Errors are
@@ -189,6 +215,15 @@ pub trait Backend {
     fn write_token(&self, dir: &Path, file_name: &str, token: &Secret) -> Result<PathBuf, String>;
     /// Removes `<base>/<job>` and what it holds; `Ok(false)` if there was nothing (as root).
     fn remove_job_dir(&self, base: &Path, job: &str) -> Result<bool, String>;
+    /// Starts the renewer of a token file unless one already runs for it (remote context, as the
+    /// user). `Ok(true)` if one was started, `Ok(false)` if one already runs.
+    fn start_renewer(&self, _spec: &RenewerSpec, _args: &Args) -> Result<bool, String> {
+        Ok(false)
+    }
+    /// The renewer's status of a token file (its `state` and `last_error`), if there is one.
+    fn renewal_status(&self, _dir: &Path, _file_name: &str) -> Option<(String, Option<String>)> {
+        None
+    }
     /// Reads a site service account's root-only file (remote context, as root).
     fn load_site_account(
         &self,
@@ -568,6 +603,7 @@ fn deliver(
     if let Some(token) = backend.reuse_token(&dir.join(&file_name), args.min_valid) {
         let path = dir.join(&file_name);
         export(host, args, &path, &token)?;
+        renewal(host, backend, args, &dir, &file_name, req, uid);
         host.log(
             Level::Info,
             &format!(
@@ -597,6 +633,7 @@ fn deliver(
         .write_token(&dir, &file_name, &got.token)
         .map_err(|msg| format!("could not write the job's token file: {msg}"))?;
     export(host, args, &path, &got.token)?;
+    renewal(host, backend, args, &dir, &file_name, req, uid);
     let expires_in = got
         .expires_in
         .map_or_else(|| "-".to_owned(), |s| s.to_string());
@@ -604,14 +641,18 @@ fn deliver(
         Level::Info,
         &format!(
             "job={job} step={step} uid={uid} token={} subject={} client_id={} reused=no \
-             refreshed={} source={} expires_in_s={expires_in} lock_wait_ms={} elapsed_ms={}",
+             refreshed={} source={} expires_in_s={expires_in} lock_wait_ms={} elapsed_ms={}{}",
             got.token.fingerprint(),
             got.subject.as_deref().unwrap_or("-"),
             got.client_id,
             if got.refreshed { "yes" } else { "no" },
             got.source,
             got.lock_wait.as_millis(),
-            got.elapsed.max(started.elapsed()).as_millis()
+            got.elapsed.max(started.elapsed()).as_millis(),
+            got.capped_from.map_or_else(String::new, |c| format!(
+                " min_valid_capped_from_s={} (the identity provider's tokens live shorter)",
+                c.as_secs()
+            )),
         ),
     );
     if got.source == "stale" {
@@ -625,6 +666,74 @@ fn deliver(
         );
     }
     Ok(())
+}
+
+/// Environment variable naming the renewer's status file (beside the token file).
+pub const ENV_STATUS_FILE: &str = "QLAM_TOKEN_STATUS_FILE";
+
+/// Keeps the token file valid while the job runs: starts its renewer unless the site turned
+/// renewal off or one already runs for this file on this node. A problem here is logged and
+/// never fails the job: the token just delivered is valid for `min_valid`.
+fn renewal(
+    host: &mut dyn Host,
+    backend: &dyn Backend,
+    args: &Args,
+    dir: &Path,
+    file_name: &str,
+    req: &Requested,
+    uid: u32,
+) {
+    if !args.renew {
+        let _ = host.unsetenv(ENV_STATUS_FILE);
+        return;
+    }
+    let job = host.job_id().unwrap_or(0);
+    let (Some(gid), Some(home)) = (host.job_gid(), host.user_home(uid)) else {
+        host.log(
+            Level::Error,
+            &format!("job={job}: no renewal of the token file: Slurm did not provide the gid or the home directory"),
+        );
+        return;
+    };
+    let config_env = CONFIG_ENV
+        .iter()
+        .filter_map(|k| {
+            host.getenv(k)
+                .filter(|v| !v.is_empty())
+                .map(|v| ((*k).to_owned(), v))
+        })
+        .collect();
+    let spec = RenewerSpec {
+        job,
+        uid,
+        gid,
+        home,
+        dir: dir.to_path_buf(),
+        file_name: file_name.to_owned(),
+        context: req.context.clone(),
+        config_env,
+        end_time: host
+            .getenv("SLURM_JOB_END_TIME")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|e| *e > 0),
+    };
+    let status = dir.join(token_core::renew::status_file_name(file_name));
+    if let Some(p) = status.to_str() {
+        let _ = host.setenv(ENV_STATUS_FILE, p);
+    }
+    match backend.start_renewer(&spec, args) {
+        Ok(true) => host.log(
+            Level::Verbose,
+            &format!("job={job} step={} renewer started for {file_name}", step_name(host.step_id())),
+        ),
+        Ok(false) => {}
+        Err(msg) => host.log(
+            Level::Error,
+            &format!(
+                "job={job}: could not start the token renewer ({msg}); the job's token will not                  be renewed while it runs (check plugstack renewer=)"
+            ),
+        ),
+    }
 }
 
 /// Margin kept beyond the job's end when `min_valid` is shortened to the job's remaining time.
@@ -726,11 +835,29 @@ pub fn job_epilog(host: &mut dyn Host, backend: &dyn Backend, argv: &[String]) -
 /// `slurm_spank_exit`: the batch step's slurmstepd removes the job's token directory when the
 /// batch script has ended (the epilog does it on every node anyway). Never fails the hook.
 pub fn exit(host: &mut dyn Host, backend: &dyn Backend, state: &State, argv: &[String]) -> Verdict {
-    if host.context() != Context::Remote || host.step_id() != Some(BATCH_STEP) {
+    if host.context() != Context::Remote {
         return Verdict::Continue;
     }
     let args = parse_args(host, argv, Level::Debug);
-    if requested(host, state).is_none() {
+    let Some(Ok(req)) = requested(host, state) else {
+        return Verdict::Continue;
+    };
+    // What the renewer says goes into slurmd's log (it has no log of its own there).
+    if let (Some(job), Some(dir)) = (host.job_id(), state.job_dir.as_ref())
+        && let Some((st, err)) = backend.renewal_status(dir, &req.file_name())
+        && st != "ok"
+        && st != "stopped"
+    {
+        host.log(
+            Level::Error,
+            &format!(
+                "job={job} step={}: renewal of the token file is failing: {}",
+                step_name(host.step_id()),
+                err.as_deref().unwrap_or("no reason recorded")
+            ),
+        );
+    }
+    if host.step_id() != Some(BATCH_STEP) {
         return Verdict::Continue;
     }
     if let Some(job) = host.job_id() {

@@ -14,8 +14,9 @@
 //!   it is tested without Slurm.
 //! * [`broker`]: the [`hooks::Backend`] made of token-core (config, store, OAuth, job files).
 //! * [`site`]: site service accounts (`m2m=NAME:FILE`): group allowlist, root-only secret and cache.
+//! * [`spawn`]: starts the token renewer (`qlam-auth job-renewer`) detached, as the job's user.
 //!
-//! Unsafe code is denied crate-wide and allowed, with a reason, on `sys` and `ffi` only; every
+//! Unsafe code is denied crate-wide and allowed, with a reason, on `sys`, `ffi` and `spawn` only; every
 //! other module forbids it.
 #![deny(unsafe_code)]
 
@@ -25,6 +26,8 @@ pub mod broker;
 pub mod ffi;
 pub mod hooks;
 pub mod site;
+#[allow(unsafe_code)] // fork/exec of the token renewer: async-signal-safe calls in the child.
+pub mod spawn;
 #[allow(unsafe_code)] // bindgen output: extern declarations of Slurm's C functions.
 pub mod sys;
 

@@ -25,7 +25,10 @@ use std::time::{Duration, Instant};
 /// How fresh a token must be and how long to wait for others.
 #[derive(Debug, Clone)]
 pub struct ObtainOptions {
-    /// The access token must stay valid at least this long; otherwise it is renewed.
+    /// The access token must stay valid at least this long; otherwise it is renewed. A request
+    /// for the whole lifetime the IdP gives its access tokens or more is capped at half that
+    /// lifetime ([`TokenSet::achievable`]): asked as it is, it would renew on every call and
+    /// never be met.
     pub min_valid: Duration,
     /// How long to wait for another process holding the store lock.
     pub lock_timeout: Duration,
@@ -36,6 +39,18 @@ impl Default for ObtainOptions {
         ObtainOptions {
             min_valid: Duration::from_secs(300),
             lock_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ObtainOptions {
+    /// The lock wait: `lock_timeout`, but never past `deadline`.
+    fn lock_wait(&self, deadline: Option<Instant>) -> Duration {
+        match deadline {
+            Some(d) => self
+                .lock_timeout
+                .min(d.saturating_duration_since(Instant::now())),
+            None => self.lock_timeout,
         }
     }
 }
@@ -73,6 +88,11 @@ pub struct Obtained {
     pub subject: Option<String>,
     /// The OAuth client id.
     pub client_id: String,
+    /// The validity that was asked for, when it was at least this IdP's token lifetime and was
+    /// therefore capped (at half that lifetime); `None` when `min_valid` was used as asked.
+    pub capped_from: Option<Duration>,
+    /// How long the IdP makes its access tokens live, if known.
+    pub lifetime: Option<Duration>,
 }
 
 /// What the store says about a login, without any network call.
@@ -121,6 +141,7 @@ pub struct Broker {
     http_settings: HttpSettings,
     http: OnceLock<SharedHttp>,
     settings: crate::m2m::Settings,
+    deadline: Option<Instant>,
 }
 
 fn subject_of(t: &TokenSet) -> Option<String> {
@@ -156,12 +177,21 @@ impl Broker {
             http_settings: http.clone(),
             http: OnceLock::new(),
             settings: crate::m2m::Settings::load(&paths.config_dir, &|k| std::env::var(k).ok())?,
+            deadline: None,
         })
     }
 
     /// Uses `http` instead of building a real client (tests, or a caller's shared client).
     pub fn with_http(mut self, http: SharedHttp) -> Self {
         self.http = OnceLock::from(http);
+        self
+    }
+
+    /// Ends every later call of this broker by `deadline`: the lock wait, discovery, the token
+    /// request, its retries, a second client secret and the budget lock each get only what
+    /// remains (one SPANK hook's `timeout=`). Without it each part has only its own bound.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
         self
     }
 
@@ -200,7 +230,8 @@ impl Broker {
                 self.http.get_or_init(|| h).clone()
             }
         };
-        let mut client = OAuthClient::new(http, self.provider.clone(), self.http_settings.timeout);
+        let mut client = OAuthClient::new(http, self.provider.clone(), self.http_settings.timeout)
+            .with_deadline(self.deadline);
         if let Some(a) = self.settings.client_auth(&self.provider.client_id) {
             client.client_auth = Some(a);
         }
@@ -223,7 +254,7 @@ impl Broker {
         }
         let summary = |s: &Stored| LoginSummary {
             path: s.path.clone(),
-            access_expires_at: s.tokens.expires_at(),
+            access_expires_at: s.tokens.exact_expires_at(),
             has_refresh_token: s.tokens.refresh_token.is_some(),
             subject: subject_of(&s.tokens),
             scope: s.tokens.scope.clone(),
@@ -252,23 +283,34 @@ impl Broker {
     }
 
     /// A valid access token, renewed (once, under the lock) only if needed.
+    ///
+    /// "Valid" is judged by the exact expiry ([`TokenSet::exact_expires_at`]) against
+    /// `min_valid`, capped when it asks for a whole token lifetime or more. A token that another process renewed
+    /// while this one waited is taken even if it lives less than asked: it is the freshest the
+    /// IdP gives, and asking again would only cost another request.
     pub fn obtain(&self, opts: &ObtainOptions) -> Result<Obtained> {
         let start = Instant::now();
         let key = self.provider.cache_key();
-        let done = |t: &TokenSet, source: Source, lock_wait: Duration| Obtained {
-            access_token: t.access_token.clone(),
-            expires_at: t.expires_at(),
-            refreshed: source == Source::Renewed,
-            source,
-            elapsed: start.elapsed(),
-            lock_wait,
-            subject: subject_of(t),
-            client_id: self.provider.client_id.clone(),
+        let done = |t: &TokenSet, source: Source, lock_wait: Duration| {
+            let wanted = t.achievable(opts.min_valid);
+            Obtained {
+                access_token: t.access_token.clone(),
+                expires_at: t.exact_expires_at(),
+                refreshed: source == Source::Renewed,
+                source,
+                elapsed: start.elapsed(),
+                lock_wait,
+                subject: subject_of(t),
+                client_id: self.provider.client_id.clone(),
+                capped_from: (wanted < opts.min_valid).then_some(opts.min_valid),
+                lifetime: t.lifetime(),
+            }
         };
         // Renewal failed for a reason that is not the user's (IdP down, lock holder hangs): a
-        // stored token that is still valid beats failing.
-        let stale = |stored: Option<&Stored>, e: Error, lock_wait: Duration| match stored {
-            Some(s) if s.tokens.valid_for(Timestamp::now(), Duration::from_secs(1)) => {
+        // stored token that is still valid beats failing. The store is read again first: the
+        // holder we waited for may have renewed it by now.
+        let stale = |e: Error, lock_wait: Duration| match self.store.load(&key) {
+            Ok(Some(s)) if s.tokens.valid_for(Timestamp::now(), Duration::from_secs(1)) => {
                 if matches!(e, Error::LockTimeout { .. }) {
                     log::warn!(target: "qlam_auth", "{e}; using the stored token, valid for less than requested");
                 } else {
@@ -276,13 +318,20 @@ impl Broker {
                 }
                 Ok(done(&s.tokens, Source::Stale, lock_wait))
             }
-            _ => Err(e),
+            Ok(_) => Err(e),
+            Err(read) => {
+                log::warn!(target: "qlam_auth", "could not read the store again after: {e}");
+                Err(read)
+            }
         };
         let user_flow = self.provider.grant_type.is_user_flow();
         // 1. Fast path.
         let seen = self.store.load(&key)?;
         match &seen {
-            Some(s) if s.tokens.valid_for(Timestamp::now(), opts.min_valid) => {
+            Some(s)
+                if s.tokens
+                    .valid_for(Timestamp::now(), s.tokens.achievable(opts.min_valid)) =>
+            {
                 return Ok(done(&s.tokens, Source::Cache, Duration::ZERO));
             }
             Some(s) if user_flow && s.tokens.refresh_token.is_none() => {
@@ -294,6 +343,15 @@ impl Broker {
             None if user_flow => return Err(self.not_logged_in()),
             _ => {}
         }
+        let seen_at = seen.as_ref().map(|s| s.tokens.created_at);
+        // Good enough now: valid for what can be asked of this IdP, or renewed by someone else
+        // since we looked and not yet expired.
+        let good = |t: &TokenSet| {
+            let now = Timestamp::now();
+            t.valid_for(now, t.achievable(opts.min_valid))
+                || (seen_at.is_some_and(|at| t.created_at > at)
+                    && t.valid_for(now, Duration::from_secs(1)))
+        };
         // 2. Single flight.
         let context = self.provider.context.clone();
         let wait_start = Instant::now();
@@ -302,12 +360,12 @@ impl Broker {
         let mut fresh: Option<TokenSet> = None;
         let lock = self.store.lock_unless(
             &key,
-            opts.lock_timeout,
+            opts.lock_wait(self.deadline),
             &mut |waited| {
                 log::info!(target: "qlam_auth", "waiting for the credentials lock of context '{context}' ({} s)", waited.as_secs());
             },
             &mut || match self.store.load(&key) {
-                Ok(Some(s)) if s.tokens.valid_for(Timestamp::now(), opts.min_valid) => {
+                Ok(Some(s)) if good(&s.tokens) => {
                     fresh = Some(s.tokens);
                     true
                 }
@@ -326,7 +384,13 @@ impl Broker {
                 return Ok(done(&t, Source::RenewedByOther, wait_start.elapsed()));
             }
             Err(Error::LockTimeout { path, waited }) => {
-                return stale(seen.as_ref(), Error::LockTimeout { path, waited }, waited);
+                // The holder may have finished just now.
+                if let Ok(Some(s)) = self.store.load(&key)
+                    && good(&s.tokens)
+                {
+                    return Ok(done(&s.tokens, Source::RenewedByOther, waited));
+                }
+                return stale(Error::LockTimeout { path, waited }, waited);
             }
             Err(e) => return Err(e),
         };
@@ -335,7 +399,7 @@ impl Broker {
         self.store.recover_interrupted_write(&key)?;
         let current = self.store.load(&key)?;
         if let Some(s) = &current
-            && s.tokens.valid_for(Timestamp::now(), opts.min_valid)
+            && good(&s.tokens)
         {
             return Ok(done(&s.tokens, Source::RenewedByOther, lock_wait));
         }
@@ -344,7 +408,7 @@ impl Broker {
         match renewed {
             Ok(t) => Ok(done(&t, Source::Renewed, lock_wait)),
             Err(e @ (Error::IdpUnreachable { .. } | Error::IdpBadResponse { .. })) => {
-                stale(current.as_ref(), e, lock_wait)
+                stale(e, lock_wait)
             }
             Err(e) => Err(e),
         }
@@ -427,7 +491,9 @@ impl Broker {
     pub fn obtain_replacing(&self, rejected: &Secret, opts: &ObtainOptions) -> Result<Obtained> {
         let start = Instant::now();
         let key = self.provider.cache_key();
-        let lock = self.store.lock(&key, opts.lock_timeout, &mut |_| {})?;
+        let lock = self
+            .store
+            .lock(&key, opts.lock_wait(self.deadline), &mut |_| {})?;
         let lock_wait = lock.waited();
         // A writer killed between fsync and rename left the newest tokens in a temp file.
         self.store.recover_interrupted_write(&key)?;
@@ -444,13 +510,15 @@ impl Broker {
         drop(lock);
         Ok(Obtained {
             access_token: tokens.access_token.clone(),
-            expires_at: tokens.expires_at(),
+            expires_at: tokens.exact_expires_at(),
             refreshed: source == Source::Renewed,
             source,
             elapsed: start.elapsed(),
             lock_wait,
             subject: subject_of(&tokens),
             client_id: self.provider.client_id.clone(),
+            capped_from: None,
+            lifetime: tokens.lifetime(),
         })
     }
 

@@ -120,6 +120,8 @@ struct Ledger<'a> {
     name: String,
     issuer: &'a str,
     client_id: &'a str,
+    /// At most [`LOCK_TIMEOUT`], and never past the caller's deadline.
+    lock_timeout: Duration,
 }
 
 impl Ledger<'_> {
@@ -130,7 +132,7 @@ impl Ledger<'_> {
             fsutil::fd(&fd),
             self.dir,
             &format!("{}.lock", self.name),
-            LOCK_TIMEOUT,
+            self.lock_timeout,
             &mut |_| {},
             &mut || false,
         )?
@@ -189,14 +191,33 @@ impl HttpClient for Counting {
         self.inner.get(url, headers)
     }
 
+    fn get_within(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        timeout: Option<std::time::Duration>,
+    ) -> Result<HttpResponse> {
+        self.inner.get_within(url, headers, timeout)
+    }
+
     fn post_form(
         &self,
         url: &str,
         headers: &[(&str, &str)],
         form: &[(&str, &str)],
     ) -> Result<HttpResponse> {
+        self.post_form_within(url, headers, form, None)
+    }
+
+    fn post_form_within(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        form: &[(&str, &str)],
+        timeout: Option<std::time::Duration>,
+    ) -> Result<HttpResponse> {
         if !form.iter().any(|(k, _)| *k == "grant_type") {
-            return self.inner.post_form(url, headers, form);
+            return self.inner.post_form_within(url, headers, form, timeout);
         }
         if let Some(allowed) = self.allowed
             && self.sent.load(Ordering::SeqCst) >= allowed
@@ -206,7 +227,7 @@ impl HttpClient for Counting {
                 limit: self.limit,
             });
         }
-        let res = self.inner.post_form(url, headers, form);
+        let res = self.inner.post_form_within(url, headers, form, timeout);
         if res.is_ok() {
             self.sent.fetch_add(1, Ordering::SeqCst);
         }
@@ -226,11 +247,15 @@ pub fn machine_token(
     if provider.grant_type != GrantType::ClientCredentials {
         return oauth.machine_token();
     }
+    let lock_timeout = oauth
+        .remaining(&provider.issuer)?
+        .map_or(LOCK_TIMEOUT, |left| left.min(LOCK_TIMEOUT));
     let ledger = Ledger {
         dir,
         name: file_name(&provider.issuer, &provider.client_id),
         issuer: &provider.issuer,
         client_id: &provider.client_id,
+        lock_timeout,
     };
     let used = ledger.update(|u| u.requests)?;
     let allowed = policy.limit.map(|l| l.saturating_sub(used));
@@ -325,6 +350,7 @@ mod tests {
             name: file_name("https://idp", "svc"),
             issuer: "https://idp",
             client_id: "svc",
+            lock_timeout: LOCK_TIMEOUT,
         };
         assert_eq!(l.update(|u| u.requests).unwrap(), 0);
         assert!(

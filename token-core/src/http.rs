@@ -81,6 +81,27 @@ pub trait HttpClient: std::fmt::Debug {
         headers: &[(&str, &str)],
         form: &[(&str, &str)],
     ) -> Result<HttpResponse>;
+    /// GET `url`, ending within `timeout` (if given) even when the client's own timeout is
+    /// longer: what remains of the caller's deadline. Clients without per-request timeouts
+    /// (test fakes) may ignore it.
+    fn get_within(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        _timeout: Option<Duration>,
+    ) -> Result<HttpResponse> {
+        self.get(url, headers)
+    }
+    /// POST `form` to `url`, ending within `timeout` (if given); see [`HttpClient::get_within`].
+    fn post_form_within(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        form: &[(&str, &str)],
+        _timeout: Option<Duration>,
+    ) -> Result<HttpResponse> {
+        self.post_form(url, headers, form)
+    }
 }
 
 /// Resolves on the calling thread. DNS time is bounded by the resolver's own settings
@@ -125,6 +146,7 @@ impl Resolver for SameThreadResolver {
 #[derive(Debug, Clone)]
 pub struct UreqClient {
     agent: ureq::Agent,
+    timeout: Duration,
 }
 
 fn load_pem_file(
@@ -191,7 +213,18 @@ impl UreqClient {
             .build();
         let agent =
             ureq::Agent::with_parts(config, DefaultConnector::default(), SameThreadResolver);
-        Ok(UreqClient { agent })
+        Ok(UreqClient {
+            agent,
+            timeout: settings.timeout,
+        })
+    }
+
+    /// `timeout` if it is shorter than the client's own (at least 1 ms: ureq treats zero as
+    /// "no time at all" only for some phases).
+    fn shorter(&self, timeout: Option<Duration>) -> Option<Duration> {
+        timeout
+            .filter(|t| *t < self.timeout)
+            .map(|t| t.max(Duration::from_millis(1)))
     }
 
     fn finish(
@@ -251,11 +284,7 @@ fn transport_error(url: &str, e: &ureq::Error) -> Error {
 
 impl HttpClient for UreqClient {
     fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
-        let mut req = self.agent.get(url).header("Accept", "application/json");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        self.finish(url, req.call())
+        self.get_within(url, headers, None)
     }
 
     fn post_form(
@@ -264,9 +293,38 @@ impl HttpClient for UreqClient {
         headers: &[(&str, &str)],
         form: &[(&str, &str)],
     ) -> Result<HttpResponse> {
+        self.post_form_within(url, headers, form, None)
+    }
+
+    fn get_within(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        timeout: Option<Duration>,
+    ) -> Result<HttpResponse> {
+        let mut req = self.agent.get(url).header("Accept", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(t) = self.shorter(timeout) {
+            req = req.config().timeout_global(Some(t)).build();
+        }
+        self.finish(url, req.call())
+    }
+
+    fn post_form_within(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        form: &[(&str, &str)],
+        timeout: Option<Duration>,
+    ) -> Result<HttpResponse> {
         let mut req = self.agent.post(url).header("Accept", "application/json");
         for (k, v) in headers {
             req = req.header(*k, *v);
+        }
+        if let Some(t) = self.shorter(timeout) {
+            req = req.config().timeout_global(Some(t)).build();
         }
         let res = req.send_form(form.iter().copied());
         self.finish(url, res)

@@ -29,6 +29,7 @@ pub mod lock;
 pub mod m2m;
 pub mod oauth;
 pub mod paths;
+pub mod renew;
 pub mod secret;
 pub mod store;
 pub mod time;

@@ -148,6 +148,7 @@ impl Backend for FakeSite {
             client_id: acct.client_id().to_owned(),
             elapsed: Duration::from_millis(3),
             lock_wait: Duration::ZERO,
+            capped_from: None,
         })
     }
 }

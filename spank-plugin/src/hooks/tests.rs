@@ -171,6 +171,7 @@ impl Backend for FakeBackend {
                 source: "renewed",
                 expires_in: Some(3600),
                 lock_wait: Duration::ZERO,
+                capped_from: None,
                 subject: Some("alice".to_owned()),
                 client_id: "qlam-cli".to_owned(),
                 elapsed: Duration::from_millis(12),

@@ -166,6 +166,9 @@ pub struct OAuthClient {
     pub client_auth: Option<ClientAuth>,
     /// Audience parameter name.
     pub audience_param: AudienceParam,
+    /// Every request of this client ends by then (the caller's overall deadline, e.g. one
+    /// SPANK hook's `timeout=`); `None` = only the HTTP client's own timeouts.
+    pub deadline: Option<Instant>,
     allow_http_loopback: bool,
 }
 
@@ -178,6 +181,7 @@ impl OAuthClient {
             budget,
             client_auth: ClientAuth::from_env(),
             audience_param: AudienceParam::from_env(),
+            deadline: None,
             allow_http_loopback: crate::config::allow_http_loopback_from_env(),
         }
     }
@@ -185,6 +189,33 @@ impl OAuthClient {
     /// The provider.
     pub fn provider(&self) -> &ProviderConfig {
         &self.provider
+    }
+
+    /// Ends every later request of this client by `deadline` (kept if an earlier one is set).
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = match (self.deadline, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self
+    }
+
+    /// What is left of the deadline, or an error naming `url` when nothing is left.
+    pub fn remaining(&self, url: &str) -> Result<Option<Duration>> {
+        match self.deadline {
+            None => Ok(None),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left < Duration::from_millis(10) {
+                    Err(Error::IdpUnreachable {
+                        url: url.to_owned(),
+                        detail: "not asked: the time allowed for this call is used up".to_owned(),
+                    })
+                } else {
+                    Ok(Some(left))
+                }
+            }
+        }
     }
 
     /// Replaces the HTTP client by one made from it (e.g. a counting wrapper).
@@ -214,7 +245,7 @@ impl OAuthClient {
 
     fn fetch_discovery(&self) -> Result<Discovery> {
         let url = format!("{}/.well-known/openid-configuration", self.provider.issuer);
-        let res = self.http.get(&url, &[])?;
+        let res = self.http.get_within(&url, &[], self.remaining(&url)?)?;
         if res.status != 200 {
             return Err(bad(&url, &res, "discovery failed"));
         }
@@ -365,15 +396,20 @@ impl OAuthClient {
         let form_ref: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let header_ref: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let start = Instant::now();
+        let single_use = spends_what_it_sends(&form_ref);
         let mut attempt = 0u32;
         loop {
-            let res = self.http.post_form(url, &header_ref, &form_ref)?;
-            let retryable = res.status == 429 || (500..=599).contains(&res.status);
-            if !retryable || attempt >= 2 {
+            let res =
+                self.http
+                    .post_form_within(url, &header_ref, &form_ref, self.remaining(url)?)?;
+            if !may_retry(&res, single_use) || attempt >= 2 {
                 return Ok(res);
             }
             let wait = retry_wait(res.retry_after.as_deref(), attempt);
-            if start.elapsed() + wait >= self.budget / 2 {
+            let left = self
+                .deadline
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            if start.elapsed() + wait >= self.budget / 2 || left.is_some_and(|l| wait >= l / 2) {
                 return Ok(res);
             }
             log::warn!(target: "qlam_auth", "{url} answered HTTP {}; retrying in {} ms", res.status, wait.as_millis());
@@ -509,11 +545,45 @@ impl OAuthClient {
                 detail: "the IdP has no userinfo endpoint".into(),
             })?;
         let auth = format!("Bearer {}", access_token.expose());
-        let res = self.http.get(&url, &[("Authorization", &auth)])?;
+        let res = self
+            .http
+            .get_within(&url, &[("Authorization", &auth)], self.remaining(&url)?)?;
         if res.status != 200 {
             return Err(oauth_error(&url, &res));
         }
         json_object(&url, &res)
+    }
+}
+
+/// True for a request whose credential is spent when the IdP processes it: a refresh token (with
+/// rotation and reuse detection), an authorization code, a device code after approval. Sending
+/// such a request twice can revoke the whole login.
+fn spends_what_it_sends(form: &[(&str, &str)]) -> bool {
+    form.iter().any(|(k, v)| {
+        *k == "grant_type"
+            && matches!(
+                *v,
+                "refresh_token"
+                    | "authorization_code"
+                    | "urn:ietf:params:oauth:grant-type:device_code"
+            )
+    })
+}
+
+/// Whether an answer may be followed by the same request again.
+///
+/// The rule: a request that spends its credential is repeated only when the answer proves it was
+/// not processed: HTTP 429, or 503 with `Retry-After` (the server's "come back later", sent before
+/// any processing). Any other 5xx (or a timeout after the request went out, which never reaches
+/// this function) may mean the IdP processed it and rotated the token: repeating it would present
+/// a spent refresh token, and reuse detection would revoke the login. Other requests (client
+/// credentials, token exchange, revocation) are retried on 429 and any 5xx.
+fn may_retry(res: &HttpResponse, single_use: bool) -> bool {
+    match res.status {
+        429 => true,
+        503 if single_use => res.retry_after.is_some(),
+        500..=599 => !single_use,
+        _ => false,
     }
 }
 
@@ -730,6 +800,35 @@ mod tests {
         }
         .into_token_set(Some(&next), Timestamp::now());
         assert_eq!(rotated.refresh_token, Some(Secret::new("r2")));
+    }
+
+    #[test]
+    fn a_spent_credential_is_never_sent_again_after_a_5xx() {
+        let refresh = [("grant_type", "refresh_token"), ("refresh_token", "r")];
+        let device = [("grant_type", "urn:ietf:params:oauth:grant-type:device_code")];
+        let cc = [("grant_type", "client_credentials")];
+        assert!(spends_what_it_sends(&refresh) && spends_what_it_sends(&device));
+        assert!(!spends_what_it_sends(&cc));
+        let mut r = res(500, "text/html", "x");
+        assert!(
+            !may_retry(&r, true),
+            "a 500 may have rotated the refresh token"
+        );
+        assert!(may_retry(&r, false));
+        r.status = 502;
+        assert!(!may_retry(&r, true));
+        r.status = 503;
+        assert!(
+            !may_retry(&r, true),
+            "503 without Retry-After proves nothing"
+        );
+        r.retry_after = Some("1".into());
+        assert!(may_retry(&r, true));
+        r.status = 429;
+        r.retry_after = None;
+        assert!(may_retry(&r, true));
+        r.status = 400;
+        assert!(!may_retry(&r, false));
     }
 
     #[test]

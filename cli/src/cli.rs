@@ -196,6 +196,10 @@ pub struct JobRenewerArgs {
     /// An allowed issuer (plugstack issuers=); repeatable.
     #[arg(long = "issuer", value_name = "URL")]
     pub issuers: Vec<String>,
+    /// Outside Slurm (benchmarks, tests): the job runs while this process lives, instead of
+    /// while a slurmstepd of the job runs on the node.
+    #[arg(long, value_name = "PID")]
+    pub watch_pid: Option<u32>,
 }
 
 /// `login`.

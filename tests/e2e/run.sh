@@ -24,6 +24,9 @@
 #      the secret never reaches the job (tests/e2e/case_m2m.sh)
 #   l  a misbehaving IdP (hanging, HTTP 500, garbage) fails the job within the plugin's timeout;
 #      the node stays idle and the login survives
+#   r  renewal while jobs run, with 60 s tokens: a 150 s job's token file always works, five
+#      jobs cost what one costs, scancel leaves nothing behind, a revoked login is reported in the
+#      status file and slurmd's log without failing the job (tests/e2e/case_renew.sh)
 #
 # Prints `e2e: N passed, N failed`; exits 1 if anything failed. Everything it starts (IdP,
 # Slurm daemons, plugin) is stopped/removed on exit, also after a failure or Ctrl-C.
@@ -73,6 +76,9 @@ cleanup() {
     done
     rm -f "$SECRETS" "$RUN/needles" "$RUN/views"
     bash "$ROOT/tests/idp/stop.sh" "$IDP_STATE" || echo "e2e: warning: IdP stop failed" >&2
+    for st in "$RUN"/idp-a "$RUN"/idp-b; do   # case r's IdPs
+        [ -d "$st" ] && bash "$ROOT/tests/idp/stop.sh" "$st" >/dev/null 2>&1
+    done
     bash "$ROOT/tests/slurm/down.sh" "$SLURM_STATE" || echo "e2e: warning: slurm down failed" >&2
     # Slurm is down now, so this only removes the plugstack line and the .so (no restart).
     bash "$ROOT/tests/slurm/uninstall-plugin.sh" || echo "e2e: warning: plugin uninstall failed" >&2
@@ -177,7 +183,7 @@ t_ok || { t_summary; exit 1; }
 t_pass
 
 say "installing the SPANK plugin (tests/slurm/install-plugin.sh)"
-plug_args="ca_bundle=$CA token_dir=$TOKEN_DIR timeout=$PLUGIN_TIMEOUT"
+plug_args="ca_bundle=$CA token_dir=$TOKEN_DIR timeout=$PLUGIN_TIMEOUT renewer=$USER_BIN/qlam-auth"
 bash "$ROOT/tests/slurm/install-plugin.sh" "$ROOT/target/release/libqlam_spank.so" "$plug_args" \
     --state "$SLURM_STATE"
 echo "plugstack: $(cat /etc/slurm/plugstack.conf.d/qlam-auth.conf)"
@@ -608,6 +614,9 @@ fi
 
 # --- m: site service accounts (tests/e2e/case_m2m.sh) ---------------------------------------------
 if skipped m; then echo "--- m: skipped (E2E_SKIP)"; else . "$here/case_m2m.sh"; fi
+
+# --- r: renewal while jobs run (tests/e2e/case_renew.sh) ----------------------------------------
+if skipped r; then echo "--- r: skipped (E2E_SKIP)"; else . "$here/case_renew.sh"; fi
 
 echo
 echo "timing: build $((t_build / 1000)) s, setup $(((t_cases - t_after_build) / 1000)) s," \

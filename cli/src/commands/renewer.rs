@@ -65,7 +65,14 @@ pub fn run(a: &JobRenewerArgs) -> Result<(), Failure> {
     };
     let job = a.job;
     let dir = a.dir.clone();
-    let alive = move || dir.is_dir() && job_runs_here(job);
+    let watch = a.watch_pid;
+    let alive = move || {
+        dir.is_dir()
+            && match watch {
+                Some(pid) => Path::new(&format!("/proc/{pid}")).exists(),
+                None => job_runs_here(job),
+            }
+    };
     match token_core::renew::run(&cfg, &mut obtain, &alive, &stop)? {
         Ended::AlreadyRunning => {
             log::info!(target: "qlam_auth", "a renewer already runs for {}", a.dir.join(&a.file).display())

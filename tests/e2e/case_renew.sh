@@ -1,0 +1,177 @@
+# shellcheck shell=bash disable=SC2154  # sourced by run.sh (plug_args etc. are its)
+# Case r of tests/e2e/run.sh: the job's token file stays valid while the job runs
+# (`qlam-auth job-renewer`, started by the plugin in user_init), with access tokens of 60 s.
+#
+# Sourced by run.sh after the other cases (it uses run.sh's variables and helpers: ROOT, RUN,
+# CA, TOKEN_DIR, JOBS, SECRETS, as_user, user_home, wait_job, job_out, login_user, t_begin/...).
+# Two more test IdPs with 60 s access tokens (same CA as the main one, so plugstack ca_bundle=
+# covers them): A for qa7 and qa9, B for qa8, so that the refresh counts of r1 and r2 are read
+# apart while both run at once.
+#
+#   r1  one job of ~150 s reads its token file every 15 s and calls userinfo with it: every call
+#       succeeds; the IdP counts at most ceil(150 / 30) + 1 refreshes (renewal at half of 60 s)
+#   r2  five such jobs of one user at once: at most one refresh more than r1's single job
+#   r3  scancel in the middle: within 5 s no process of the user is left, the job is not
+#       COMPLETING, its token directory is gone, the node is idle
+#   r4  the login revoked in the middle: the job keeps running and sees the reason in
+#       $QLAM_TOKEN_STATUS_FILE; slurmd's log has it; the node is idle (not drained)
+
+R_TTL=60
+R_DURATION=150
+R_USERS=(qa7 qa8 qa9)
+
+r_idp() { # NAME USERS: start a 60 s-token IdP that shares the main IdP's CA; print its issuer
+    local st=$RUN/idp-$1
+    mkdir -p "$st"
+    cp "$IDP_STATE"/{ca.pem,ca.key,server.pem,server.key} "$st/"
+    IDP_ACCESS_TTL=$R_TTL start_idp "$st" "$2"
+}
+r_refreshes() { # ISSUER
+    curl -sf --cacert "$CA" --max-time 10 "$1/_test/stats" | jq -r '.token_requests.refresh_token // 0'
+}
+r_submit() { # USER NAME SCRIPT [SBATCH ARGS...]
+    local u=$1 name=$2 script=$3 h id
+    shift 3
+    h=$(user_home "$u")
+    id=$(printf '%s' "$script" | as_user "$u" sbatch --parsable --qlam-auth -J "$name" -D "$h" \
+        -o "$h/e2e/$name-%j.out" "$@") || return 1
+    echo "${id%%;*}"
+}
+# The job of r1/r2: check the token file against ISSUER's userinfo every 15 s for DURATION s.
+r_reader() { # ISSUER DURATION
+    cat <<EOF
+#!/bin/bash
+end=\$((SECONDS + $2)); n=0; bad=0; seen=
+while [ \$SECONDS -lt \$end ]; do
+    t=\$(tr -d '[:space:]' < "\$BEARER_TOKEN_FILE")
+    code=\$(curl -s -o /dev/null -w '%{http_code}' --cacert $CA --max-time 10 -H "Authorization: Bearer \$t" $1/me)
+    n=\$((n + 1)); [ "\$code" = 200 ] || bad=\$((bad + 1))
+    f=\$(printf %s "\$t" | sha256sum | cut -c1-12)
+    case " \$seen " in *" \$f "*) ;; *) seen="\$seen \$f" ;; esac
+    echo "check \$n t=\$SECONDS userinfo=\$code token=\$f"
+    sleep 15
+done
+echo "checks=\$n failed=\$bad tokens=\$(wc -w <<<"\$seen")"
+echo "status_file=\$QLAM_TOKEN_STATUS_FILE"
+jq -c '{state, failures, last_error}' "\$QLAM_TOKEN_STATUS_FILE"
+EOF
+}
+
+say "r: renewal while jobs run (60 s access tokens; users ${R_USERS[*]})"
+t_begin "r: setup: two 60 s-token IdPs, ${R_USERS[*]} logged in"
+ISSUER_MAIN=$ISSUER
+R_ISSUER_A=$(r_idp a "qa7:qa7-pw,qa9:qa9-pw") || t_fail "IdP A did not start"
+R_ISSUER_B=$(r_idp b "qa8:qa8-pw") || t_fail "IdP B did not start"
+bash "$ROOT/tests/slurm/users.sh" "${R_USERS[@]}"
+for u in "${R_USERS[@]}"; do
+    iss=$R_ISSUER_A
+    [ "$u" = qa8 ] && iss=$R_ISSUER_B
+    h=$(user_home "$u")
+    rm -rf "$h/.qsh" "$h/e2e"
+    install -d -o "$u" -g "$(id -g "$u")" -m 0700 "$h/e2e"
+    as_user "$u" qlam-auth config init --issuer "$iss" --client-id qlam-cli \
+        --audience https://slurm.example/api --tenant e2e >/dev/null 2>&1 ||
+        t_fail "$u: config init failed"
+    ISSUER=$iss login_user "$u" "$RUN/logins/$u.out" --device --no-qr || t_fail "$u: login failed"
+    remember_store "$u"
+done
+ISSUER=$ISSUER_MAIN
+t_ok && t_pass
+
+if t_ok; then
+    # --- r1 and r2 at once ---------------------------------------------------------------------
+    t_begin "r1: a ${R_DURATION} s job with ${R_TTL} s tokens: every userinfo call with its token file succeeds; refreshes within the bound"
+    a0=$(r_refreshes "$R_ISSUER_A")
+    b0=$(r_refreshes "$R_ISSUER_B")
+    id_r1=$(r_submit qa7 r1 "$(r_reader "$R_ISSUER_A" "$R_DURATION")") || t_fail "sbatch r1 failed"
+    ids_r2=()
+    for i in 1 2 3 4 5; do
+        id=$(r_submit qa8 "r2-$i" "$(r_reader "$R_ISSUER_B" "$R_DURATION")") || t_fail "sbatch r2-$i failed"
+        ids_r2+=("$id")
+    done
+    JOBS+=("$id_r1" "${ids_r2[@]}")
+    assert_eq "COMPLETED 0:0" "$(wait_job "$id_r1" $((R_DURATION + 120)) || true)" "job $id_r1 state"
+    for id in "${ids_r2[@]}"; do
+        assert_eq "COMPLETED 0:0" "$(wait_job "$id" 120 || true)" "job $id state"
+    done
+    r1_refreshes=$(($(r_refreshes "$R_ISSUER_A") - a0))
+    r2_refreshes=$(($(r_refreshes "$R_ISSUER_B") - b0))
+    out=$(job_out qa7 r1 "$id_r1")
+    indent "$(tail -n 4 <<<"$out")"
+    checks=$(sed -n 's/^checks=\([0-9]*\).*/\1/p' <<<"$out")
+    [ "${checks:-0}" -ge 9 ] || t_fail "the job made only ${checks:-0} checks"
+    assert_contains "$out" "failed=0" "every userinfo call with the token file succeeded"
+    ntok=$(sed -n 's/.*tokens=\([0-9]*\).*/\1/p' <<<"$out")
+    [ "${ntok:-0}" -ge 3 ] || t_fail "the token file was renewed too rarely (${ntok:-0} tokens seen)"
+    assert_contains "$out" '"state":"ok"' "the status file says ok"
+    bound=$(((R_DURATION + R_TTL / 2 - 1) / (R_TTL / 2) + 1))
+    echo "  r1: $r1_refreshes refresh request(s) for one ${R_DURATION} s job (bound $bound); tokens seen: $ntok"
+    [ "$r1_refreshes" -ge 1 ] && [ "$r1_refreshes" -le "$bound" ] ||
+        t_fail "r1: $r1_refreshes refreshes, expected 1..$bound"
+    t_pass
+
+    t_begin "r2: five such jobs of one user at once cost at most one refresh more than one job"
+    for i in 1 2 3 4 5; do
+        o=$(job_out qa8 "r2-$i" "${ids_r2[$((i - 1))]}")
+        assert_contains "$o" "failed=0" "r2-$i: every userinfo call succeeded"
+    done
+    echo "  r2: $r2_refreshes refresh request(s) for five jobs (r1: $r1_refreshes for one)"
+    [ "$r2_refreshes" -le $((r1_refreshes + 1)) ] ||
+        t_fail "five jobs made $r2_refreshes refreshes, one job $r1_refreshes"
+    t_pass
+
+    # --- r3: scancel in the middle --------------------------------------------------------------
+    t_begin "r3: scancel in the middle: no process of the user within 5 s, not COMPLETING, token directory gone, node idle"
+    id_r3=$(r_submit qa9 r3 $'#!/bin/bash\nsleep 600\n') || t_fail "sbatch r3 failed"
+    JOBS+=("$id_r3")
+    for _ in $(seq 100); do   # up to 20 s for the job to start and its renewer to appear
+        pgrep -u qa9 -f 'qlam-auth job-renewer' >/dev/null && break
+        sleep 0.2
+    done
+    pgrep -u qa9 -f "qlam-auth job-renewer --job $id_r3" >/dev/null ||
+        t_fail "no renewer of job $id_r3 is running"
+    assert_eq 1 "$(pgrep -u qa9 -fc "qlam-auth job-renewer --job $id_r3")" "one renewer for the job"
+    scancel "$id_r3"
+    gone=no
+    for _ in $(seq 50); do    # 5 s
+        if ! pgrep -u qa9 >/dev/null && [ ! -e "$TOKEN_DIR/$id_r3" ]; then gone=yes; break; fi
+        sleep 0.1
+    done
+    assert_eq yes "$gone" "after scancel: no process of qa9 and no token directory within 5 s"
+    [ "$gone" = yes ] || indent "$(ps -u qa9 -o pid,etimes,args 2>&1; ls -la "$TOKEN_DIR/$id_r3" 2>&1)"
+    st=$(wait_job "$id_r3" 30 || true)
+    assert_contains "$st" "CANCELLED" "job $id_r3 state"
+    assert_eq idle "$(sinfo -h -N -o %T | sort -u | tr '\n' ' ' | xargs)" "node state"
+    t_pass
+
+    # --- r4: the login revoked in the middle ----------------------------------------------------
+    t_begin "r4: the login revoked mid-job: the job runs on, the reason is in its status file and slurmd's log, no drain"
+    # shellcheck disable=SC2016  # expanded by the job
+    r4_script='#!/bin/bash
+for i in $(seq 120); do
+    s=$(jq -r .state "$QLAM_TOKEN_STATUS_FILE" 2>/dev/null)
+    [ "$s" = retrying ] && break
+    sleep 1
+done
+echo "still running after $SECONDS s"
+jq -c "{state, failures, last_error}" "$QLAM_TOKEN_STATUS_FILE"
+'
+    id_r4=$(r_submit qa9 r4 "$r4_script") || t_fail "sbatch r4 failed"
+    JOBS+=("$id_r4")
+    for _ in $(seq 100); do
+        [ -e "$TOKEN_DIR/$id_r4/token.status" ] && break
+        sleep 0.2
+    done
+    curl -sf --cacert "$CA" --max-time 10 -X POST -H 'content-type: application/json' \
+        -d '{"sub":"qa9"}' "$R_ISSUER_A/_test/revoke" >/dev/null || t_fail "revoking qa9 failed"
+    assert_eq "COMPLETED 0:0" "$(wait_job "$id_r4" 180 || true)" "job $id_r4 state"
+    out=$(job_out qa9 r4 "$id_r4")
+    indent "$out"
+    assert_contains "$out" '"state":"retrying"' "the status file says the renewal is failing"
+    assert_contains "$out" "qlam-auth login" "the status file says how to fix it"
+    assert_contains "$(slurmd_log)" "job=$id_r4 step=batch: renewal of the token file is failing" \
+        "slurmd's log has the reason"
+    assert_eq idle "$(sinfo -h -N -o %T | sort -u | tr '\n' ' ' | xargs)" "node state (not drained)"
+    t_pass
+fi
+for st in a b; do bash "$ROOT/tests/idp/stop.sh" "$RUN/idp-$st" >/dev/null 2>&1 || true; done

@@ -30,6 +30,7 @@ pub mod m2m;
 pub mod oauth;
 pub mod paths;
 pub mod secret;
+pub mod ssh;
 pub mod store;
 pub mod time;
 pub mod tokensource;

@@ -5,6 +5,7 @@ pub mod config;
 pub mod doctor;
 pub mod login;
 pub mod logout;
+pub mod ssh;
 pub mod status;
 pub mod token;
 

@@ -7,7 +7,8 @@
 #
 # On a fresh Debian 12 machine (as root) it installs what it needs first (apt: Slurm, munge,
 # libslurm-dev, libclang-dev, node/npm if missing, python3-venv, openssh-server (not started)
-# and rsync; npm: oidc-provider; PyPI: qlam-core into a venv under target/). Everything it starts, it stops. Safe to run twice.
+# and rsync; npm: oidc-provider; PyPI: qlam-core into a venv under target/). Everything it
+# starts, it stops. Safe to run twice.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

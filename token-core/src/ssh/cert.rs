@@ -292,3 +292,113 @@ pub fn vet_new(
         warnings,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Made once with ssh-keygen: key A's certificate (serial 7, principals qassh and ci, valid
+    // 2030-01-01 00:00:00 to 00:10:00 UTC), key B, and a host certificate of key B.
+    const A: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINbisrrkIBt7WdDLj+cdWQJLZt8rL3LyxG04YyADOZ04 a";
+    const B: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPZGh9IQ4FLvi3pcunzZabd+U7PDVoejNTuo90r+MOA1 b";
+    const A_CERT: &str = "ssh-ed25519-cert-v01@openssh.com AAAAIHNzaC1lZDI1NTE5LWNlcnQtdjAxQG9wZW5zc2guY29tAAAAIBBkfWlRCkMijm+U12V9UW75CcMTMaT0d+lE0yQDNIhuAAAAINbisrrkIBt7WdDLj+cdWQJLZt8rL3LyxG04YyADOZ04AAAAAAAAAAcAAAABAAAACWZpeHR1cmUtYQAAAA8AAAAFcWFzc2gAAAACY2kAAAAAcNvYgAAAAABw29rYAAAAAAAAAIIAAAAVcGVybWl0LVgxMS1mb3J3YXJkaW5nAAAAAAAAABdwZXJtaXQtYWdlbnQtZm9yd2FyZGluZwAAAAAAAAAWcGVybWl0LXBvcnQtZm9yd2FyZGluZwAAAAAAAAAKcGVybWl0LXB0eQAAAAAAAAAOcGVybWl0LXVzZXItcmMAAAAAAAAAAAAAADMAAAALc3NoLWVkMjU1MTkAAAAgN70yxfemaZwx83frN0n7GrebgMVGFcP0CCOVCMERdKYAAABTAAAAC3NzaC1lZDI1NTE5AAAAQEpvOjCFfYfT2irbGE/Z0FOuf3a9cZTqGD9NUiixMJvJb04o8aX5tVU4D1hbiKcC2z/icAZHRi3IaGsKz4WK2QA= a";
+    const HOST_CERT: &str = "ssh-ed25519-cert-v01@openssh.com AAAAIHNzaC1lZDI1NTE5LWNlcnQtdjAxQG9wZW5zc2guY29tAAAAIK+2oTlCcH3jTCA1steuylfLNsF4FS2A4KWnuoTqeqEnAAAAIPZGh9IQ4FLvi3pcunzZabd+U7PDVoejNTuo90r+MOA1AAAAAAAAAAAAAAACAAAABGhvc3QAAAANAAAACWguZXhhbXBsZQAAAABw29iAAAAAAHDb2tgAAAAAAAAAAAAAAAAAAAAzAAAAC3NzaC1lZDI1NTE5AAAAIDe9MsX3pmmcMfN36zdJ+xq3m4DFRhXD9AgjlQjBEXSmAAAAUwAAAAtzc2gtZWQyNTUxOQAAAEB2tgINZOwg/0pBAhGu5z1wnsuDrRDv9k6nig2HUkkUl7PteYMbwXgjg+Wvzm5nauflCyGNl2OeMDU7j+lDqHMP b";
+    const START: u64 = 1_893_456_000;
+    const END: u64 = START + 600;
+
+    fn key(text: &str) -> PublicKey {
+        PublicKey::from_openssh(text).expect("public key")
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn want(p: Option<&[String]>, duration: Option<u64>) -> Want<'_> {
+        Want {
+            min_valid: 10,
+            duration,
+            principals: p,
+        }
+    }
+
+    #[test]
+    fn assess_tells_every_state() {
+        let cert = parse_certificate(A_CERT).expect("cert");
+        let (a, b) = (key(A), key(B));
+        let p = names(&["ci", "qassh"]);
+        assert!(matches!(
+            assess(&cert, &a, START + 100, 10, Some(&p)),
+            CertState::Valid {
+                remaining: 500,
+                serial: 7,
+                ..
+            }
+        ));
+        assert!(matches!(
+            assess(&cert, &b, START + 100, 10, None),
+            CertState::OtherKey { .. }
+        ));
+        assert_eq!(
+            assess(&cert, &a, START - 5, 10, None),
+            CertState::NotYetValid { in_secs: 5 }
+        );
+        assert_eq!(
+            assess(&cert, &a, END, 10, None),
+            CertState::Expired { ago: 0 }
+        );
+        assert_eq!(
+            assess(&cert, &a, END - 5, 10, None),
+            CertState::ExpiresSoon { remaining: 5 }
+        );
+        assert!(matches!(
+            assess(&cert, &a, START + 100, 10, Some(&names(&["qassh"]))),
+            CertState::OtherPrincipals { .. }
+        ));
+    }
+
+    #[test]
+    fn a_host_certificate_or_garbage_is_not_a_user_certificate() {
+        assert!(
+            parse_certificate(HOST_CERT)
+                .unwrap_err()
+                .contains("host certificate")
+        );
+        assert!(parse_certificate("ssh-ed25519-cert-v01@openssh.com AAAA garbage").is_err());
+        assert!(parse_certificate(A).is_err());
+    }
+
+    #[test]
+    fn vet_new_refuses_what_was_not_asked_for() {
+        let (a, b) = (key(A), key(B));
+        let p = names(&["qassh", "ci"]);
+        let (ok, warnings) =
+            vet_new(A_CERT, &a, START + 10, &want(Some(&p), Some(600))).expect("ok");
+        assert_eq!((ok.remaining, ok.serial), (590, 7));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let e = vet_new(A_CERT, &b, START, &want(None, None)).unwrap_err();
+        assert!(e.contains("another key"), "{e}");
+        let e = vet_new(A_CERT, &a, END + 1, &want(None, None)).unwrap_err();
+        assert!(e.contains("already expired"), "{e}");
+        let e = vet_new(A_CERT, &a, START - SKEW - 1, &want(None, None)).unwrap_err();
+        assert!(e.contains("only becomes valid"), "{e}");
+        let e = vet_new(A_CERT, &a, START, &want(Some(&names(&["root"])), None)).unwrap_err();
+        assert!(e.contains("principals are [qassh, ci]"), "{e}");
+        let e = vet_new(A_CERT, &a, START, &want(None, Some(60))).unwrap_err();
+        assert!(e.contains("longer than the 1m asked"), "{e}");
+        let e = vet_new(A_CERT, &a, END - 5, &want(None, None)).unwrap_err();
+        assert!(e.contains("--min-valid"), "{e}");
+    }
+
+    #[test]
+    fn a_shorter_validity_than_asked_is_a_warning_not_an_error() {
+        let (_, warnings) = vet_new(A_CERT, &key(A), START, &want(None, Some(3600))).expect("ok");
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("granted 10m, less than the 1h asked"),
+            "{warnings:?}"
+        );
+    }
+}

@@ -180,3 +180,117 @@ impl ClassifyName for serde_json::Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Result;
+
+    /// Answers every POST with one canned response (a fake for what a real server cannot be
+    /// made to send on demand in a unit test; tests/ssh/run.sh does the same against a real one).
+    #[derive(Debug)]
+    struct Canned(u16, Option<&'static str>, &'static [u8]);
+
+    impl HttpClient for Canned {
+        fn get(&self, url: &str, _: &[(&str, &str)]) -> Result<HttpResponse> {
+            self.post_bytes(url, &[], None, b"")
+        }
+        fn post_form(
+            &self,
+            url: &str,
+            _: &[(&str, &str)],
+            _: &[(&str, &str)],
+        ) -> Result<HttpResponse> {
+            self.post_bytes(url, &[], None, b"")
+        }
+        fn post_bytes(
+            &self,
+            _: &str,
+            _: &[(&str, &str)],
+            _: Option<&str>,
+            _: &[u8],
+        ) -> Result<HttpResponse> {
+            Ok(HttpResponse {
+                status: self.0,
+                content_type: self.1.map(str::to_owned),
+                date: None,
+                retry_after: None,
+                body: self.2.to_vec(),
+            })
+        }
+    }
+
+    const ECHO: &[u8] = br#"{"error": "bad key qsa_ECHOED_SECRET", "access_token": 7}"#;
+
+    fn jwt_error(c: Canned) -> SshError {
+        request_jwt(
+            &c,
+            "https://t.example/token",
+            &Secret::new("qsa_ECHOED_SECRET"),
+            "svc",
+        )
+        .unwrap_err()
+    }
+
+    #[test]
+    fn answers_are_classified_and_never_quoted() {
+        let cases: Vec<(SshError, &str)> = vec![
+            (
+                jwt_error(Canned(401, Some("application/json"), ECHO)),
+                "ssh_api_key_refused",
+            ),
+            (jwt_error(Canned(403, None, ECHO)), "ssh_api_key_refused"),
+            (
+                jwt_error(Canned(500, Some("application/json"), ECHO)),
+                "ssh_service_unavailable",
+            ),
+            (
+                jwt_error(Canned(429, Some("application/json"), ECHO)),
+                "ssh_service_unavailable",
+            ),
+            (
+                jwt_error(Canned(200, Some("text/html"), ECHO)),
+                "ssh_service_bad_answer",
+            ),
+            (
+                jwt_error(Canned(200, Some("application/json"), ECHO)),
+                "ssh_service_bad_answer",
+            ),
+            (
+                jwt_error(Canned(404, Some("application/json"), ECHO)),
+                "ssh_service_bad_answer",
+            ),
+        ];
+        for (e, kind) in cases {
+            assert_eq!(e.kind(), kind, "{e}");
+            assert!(!e.to_string().contains("ECHOED"), "{e}");
+        }
+        let e = request_certificate(
+            &Canned(401, None, ECHO),
+            "https://s.example/sign",
+            &Secret::new("jwt"),
+            "ssh-ed25519 AAAA",
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), "ssh_token_refused");
+    }
+
+    #[test]
+    fn a_good_answer_gives_the_token_and_its_expiry() {
+        let c = Canned(
+            200,
+            Some("application/json"),
+            br#"{"access_token": "abc", "expires_in": 60}"#,
+        );
+        let (jwt, exp) = request_jwt(&c, "https://t", &Secret::new("k"), "svc").expect("ok");
+        assert_eq!(jwt.expose(), "abc");
+        assert!(exp.is_some());
+        let c = Canned(
+            200,
+            Some("application/json"),
+            br#"{"sshKey": {"publicKey": "cert"}}"#,
+        );
+        let cert = request_certificate(&c, "https://s", &Secret::new("j"), "k").expect("ok");
+        assert_eq!(cert, "cert");
+    }
+}

@@ -187,6 +187,8 @@ that run this together wait for one renewal: one JWT request and one signing req
 --duration says what the service is expected to grant. A certificate that lives longer than
 asked is refused (exit 24); one that lives shorter is used with a warning on stderr.
 With --quiet nothing is printed on success; warnings and errors still go to stderr.
+With --agent the key and certificate are also added to ssh-agent (`ssh-add -t REMAINING`), so
+ssh, git and tools that only use the agent work too; the agent forgets them when they expire.
 
 Services live in the \"ssh\" section of the site file /etc/qlam-auth/site.json (root-owned;
 QLAM_AUTH_SITE_FILE names another) and of ~/.config/qlam-auth/ssh.json (user fields override
@@ -280,6 +282,11 @@ pub struct SshSignArgs {
     /// Get a new certificate even if the current one is still valid.
     #[arg(long)]
     pub force: bool,
+    /// Also add KEY and its certificate to the running ssh-agent (SSH_AUTH_SOCK), with a
+    /// lifetime equal to the certificate's remaining validity: the agent drops it when it
+    /// expires.
+    #[arg(long)]
+    pub agent: bool,
 }
 
 /// `ssh check`.

@@ -19,6 +19,8 @@
 #   h  the site file must be root's and not writable by others
 #   i  the URLs as flags work with no config at all (CI one-liner)
 #   j  the API key and the JWT are in no output, log or generated config
+#   k  --agent: the certificate is in ssh-agent for its validity, ssh works through the agent
+#      alone, and the agent drops it when it expires
 #
 # Needs root, sshd, ssh, rsync, python3, openssl, curl and jq (tests/slurm/install-deps.sh installs
 # them). Without them it skips, unless QLAM_TEST_REQUIRE_ALL=1 (CI): then it fails.
@@ -50,9 +52,9 @@ done
 say() { printf '\n==> %s\n' "$*"; }
 die() { echo "ssh tests: error: $*" >&2; exit 1; }
 
-SVC_PID= SSHD_PID=
+SVC_PID= SSHD_PID= AGENT_PID=
 cleanup() {
-    for p in $SSHD_PID $SVC_PID; do
+    for p in $SSHD_PID $SVC_PID $AGENT_PID; do
         kill "$p" 2>/dev/null || true
     done
 }
@@ -344,6 +346,32 @@ for f in "$RUN/all-output.log" "$RUN/svc.log" "$RUN/sshd.log" "$CFG" "$RUN"/par.
     grep -qF "$API_KEY" "$f" && t_fail "the API key is in $f"
 done
 grep -qF -- "$API_KEY" "$CFG" && t_fail "the API key is in the ssh_config block"
+t_pass
+
+t_begin "k: --agent adds the certificate to ssh-agent for its validity only"
+eval "$(ssh-agent -s)" >/dev/null
+AGENT_PID=$SSH_AGENT_PID
+admin '{"validity": 6}'
+rc=0; qa ssh sign --force --agent --min-valid 2 || rc=$?
+assert_eq 0 "$rc" "sign --agent: $OUT"
+assert_contains "$(ssh-add -L 2>&1)" "ssh-ed25519-cert-v01@openssh.com" "the agent holds the certificate"
+rc=0
+out=$(timeout 30 ssh -F none -o BatchMode=yes -o IdentityAgent="$SSH_AUTH_SOCK" \
+    -o UserKnownHostsFile="$RUN/known_hosts" -o GlobalKnownHostsFile=/dev/null \
+    -p "$SSHD_PORT" "$TUSER@127.0.0.1" id -un 2>&1) || rc=$?
+assert_eq "0 $TUSER" "$rc $out" "ssh through the agent alone"
+gone=no
+for _ in $(seq 40); do   # bounded: the agent's lifetime is the certificate's ~6 s
+    ssh-add -L 2>/dev/null | grep -q -- '-cert-v01@' || { gone=yes; break; }
+    sleep 0.5
+done
+assert_eq yes "$gone" "the agent dropped the expired certificate"
+admin '{"validity": 60}'
+rc=0; SSH_AUTH_SOCK= qa ssh sign --agent || rc=$?
+assert_eq 7 "$rc" "--agent without an agent: $OUT"; assert_contains "$OUT" "ssh-agent -s"
+kill "$AGENT_PID" 2>/dev/null || true
+AGENT_PID=
+unset SSH_AUTH_SOCK SSH_AGENT_PID
 t_pass
 
 t_summary | sed 's/^e2e:/ssh:/'

@@ -77,7 +77,15 @@ pub fn sign(a: &SshSignArgs, site_file: &Path) -> Result<(), Failure> {
         force: a.force,
     };
     let env = |name: &str| std::env::var(name).ok();
-    match core_ssh::ensure_certificate(&http, &service, &opts, &env)? {
+    let outcome = core_ssh::ensure_certificate(&http, &service, &opts, &env)?;
+    if a.agent {
+        let remaining = match &outcome {
+            SignOutcome::AlreadyValid { remaining, .. }
+            | SignOutcome::Renewed { remaining, .. } => *remaining,
+        };
+        add_to_agent(&service.key, remaining)?;
+    }
+    match outcome {
         SignOutcome::AlreadyValid {
             cert_path,
             remaining,
@@ -110,6 +118,67 @@ pub fn sign(a: &SshSignArgs, site_file: &Path) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The longest `ssh-add` may take.
+const SSH_ADD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `ssh-add -q -t REMAINING KEY`: ssh-add reads the private key and KEY-cert.pub (qlam-auth
+/// never does); the agent removes both once the lifetime is over. Bounded in time, no prompt.
+fn add_to_agent(key: &Path, remaining: u64) -> Result<(), Failure> {
+    if std::env::var_os("SSH_AUTH_SOCK").is_none_or(|s| s.is_empty()) {
+        return Err(Failure::msg(
+            "--agent needs a running ssh-agent, and SSH_AUTH_SOCK is not set: start one with \
+             `eval \"$(ssh-agent -s)\"`, or leave out --agent (the certificate file was written)",
+            exit::CONFIG,
+        ));
+    }
+    let mut child = std::process::Command::new("ssh-add")
+        .arg("-q")
+        .arg("-t")
+        .arg(remaining.max(1).to_string())
+        .arg(key)
+        .env("SSH_ASKPASS_REQUIRE", "never")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            Failure::msg(
+                format!("cannot run ssh-add ({e}): install openssh-client, or leave out --agent"),
+                exit::OTHER,
+            )
+        })?;
+    let start = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) if st.success() => return Ok(()),
+            Ok(Some(st)) => {
+                return Err(Failure::msg(
+                    format!(
+                        "ssh-add {} failed ({st}); a key with a passphrase cannot be added \
+                         without a prompt: use a key without one for the service account",
+                        key.display()
+                    ),
+                    exit::OTHER,
+                ));
+            }
+            Ok(None) if start.elapsed() < SSH_ADD_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Failure::msg(
+                    format!(
+                        "ssh-add did not finish within {} s (is the agent at SSH_AUTH_SOCK \
+                         alive?)",
+                        SSH_ADD_TIMEOUT.as_secs()
+                    ),
+                    exit::OTHER,
+                ));
+            }
+        }
+    }
 }
 
 fn say(text: &str) -> Result<(), Failure> {

@@ -61,6 +61,9 @@ Pipelines (client credentials) need no config file: with QLAM_CLIENT_ID, QLAM_CL
 AUTH_BASE_URL and QLAM_AUDIENCE set, `qlam-auth token` uses the implicit context `env`, cached
 and shared under the same lock (QLAM_TOKEN_CACHE, QLAM_TOKEN_BUDGET: see docs/m2m.md).
 
+Service accounts whose API key buys short-lived SSH certificates: `qlam-auth ssh sign`,
+`qlam-auth ssh check` and `qlam-auth ssh config HOST` (docs/ssh.md).
+
 Admin helpers: `qlam-auth completions bash|zsh|fish|elvish|powershell` prints a shell
 completion script; `qlam-auth man > qlam-auth.1` writes the man page.
 

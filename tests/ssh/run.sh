@@ -315,6 +315,8 @@ rc=0; qa ssh check -f "$HOME/.ssh/other" || rc=$?
 assert_eq 23 "$rc" "$OUT"; assert_contains "$OUT" "certifies another key"
 rc=0; qa ssh check --principal root || rc=$?
 assert_eq 23 "$rc" "$OUT"; assert_contains "$OUT" "principals are [$TUSER]"
+rc=0; qa ssh sign -f "$HOME/.ssh/nokey" || rc=$?
+assert_eq 7 "$rc" "sign without KEY.pub: $OUT"; assert_contains "$OUT" "ssh-keygen -t ed25519"
 rc=0; qa ssh check --quiet -f "$HOME/.ssh/other" || rc=$?
 assert_eq 23 "$rc"; assert_eq "" "$OUT" "check --quiet prints nothing"
 t_pass
@@ -351,7 +353,7 @@ t_pass
 t_begin "k: --agent adds the certificate to ssh-agent for its validity only"
 eval "$(ssh-agent -s)" >/dev/null
 AGENT_PID=$SSH_AGENT_PID
-admin '{"validity": 6}'
+admin '{"validity": 10}'
 rc=0; qa ssh sign --force --agent --min-valid 2 || rc=$?
 assert_eq 0 "$rc" "sign --agent: $OUT"
 assert_contains "$(ssh-add -L 2>&1)" "ssh-ed25519-cert-v01@openssh.com" "the agent holds the certificate"
@@ -361,7 +363,7 @@ out=$(timeout 30 ssh -F none -o BatchMode=yes -o IdentityAgent="$SSH_AUTH_SOCK" 
     -p "$SSHD_PORT" "$TUSER@127.0.0.1" id -un 2>&1) || rc=$?
 assert_eq "0 $TUSER" "$rc $out" "ssh through the agent alone"
 gone=no
-for _ in $(seq 40); do   # bounded: the agent's lifetime is the certificate's ~6 s
+for _ in $(seq 60); do   # bounded: the agent's lifetime is the certificate's ~10 s
     ssh-add -L 2>/dev/null | grep -q -- '-cert-v01@' || { gone=yes; break; }
     sleep 0.5
 done

@@ -75,13 +75,24 @@ pub fn read_public_key(dir: BorrowedFd<'_>, files: &KeyFiles) -> SshResult<Publi
         MAX_KEY_FILE,
     )?
     .ok_or_else(|| {
+        let key = files.dir.join(&files.key_name);
+        // Only whether the private key exists is looked at, never its content.
+        let fix = if key.exists() {
+            format!(
+                "write it from the private key with `ssh-keygen -y -f {k} > {k}.pub`",
+                k = key.display()
+            )
+        } else {
+            format!(
+                "create the key pair with `ssh-keygen -t ed25519 -N '' -f {}`",
+                key.display()
+            )
+        };
         SshError::Core(crate::Error::config(
             &path,
             "",
             format!(
-                "there is no public key: create the key pair with `ssh-keygen -t ed25519 -N '' \
-                 -f {}` (only {} is read and sent, never the private key)",
-                files.dir.join(&files.key_name).display(),
+                "there is no public key: {fix} (only {} is read and sent, never the private key)",
                 files.pub_name
             ),
         ))

@@ -224,6 +224,9 @@ pub struct Vetted {
     pub remaining: u64,
     /// Its serial.
     pub serial: u64,
+    /// The certificate re-encoded from what was checked (one line, no newline): exactly this
+    /// is written, never the service's raw text.
+    pub line: String,
 }
 
 fn fmt_secs(s: u64) -> String {
@@ -295,10 +298,14 @@ pub fn vet_new(
             fmt_secs(want.min_valid)
         ));
     }
+    let line = cert
+        .to_openssh()
+        .map_err(|e| format!("it cannot be encoded again ({e})"))?;
     Ok((
         Vetted {
             remaining,
             serial: cert.serial(),
+            line,
         },
         warnings,
     ))
@@ -388,6 +395,7 @@ mod tests {
         let (ok, warnings) =
             vet_new(A_CERT, &a, START + 10, &want(Some(&p), Some(600))).expect("ok");
         assert_eq!((ok.remaining, ok.serial), (590, 7));
+        assert_eq!(ok.line, A_CERT, "what is written is what was checked");
         assert!(warnings.is_empty(), "{warnings:?}");
         let e = vet_new(A_CERT, &b, START, &want(None, None)).unwrap_err();
         assert!(e.contains("another key"), "{e}");

@@ -392,7 +392,7 @@ pub fn ensure_certificate(
             url: service.sign_url.clone(),
             detail,
         })?;
-    let mut line = text.trim().to_owned();
+    let mut line = checked.line.clone();
     line.push('\n');
     fsutil::atomic_write_at(dirfd, &files.dir, &files.cert_name, line.as_bytes(), 0o644)?;
     log::info!(

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of qlam-auth: formatting and lints, unit tests, integration tests against the
-# real test IdP and the real qlam-core, and end-to-end tests on a real single-node Slurm.
+# real test IdP and the real qlam-core, SSH certificates against a real sshd, and end-to-end
+# tests on a real single-node Slurm.
 #
 #   sudo bash tests/run-all.sh
 #
 # On a fresh Debian 12 machine (as root) it installs what it needs first (apt: Slurm, munge,
-# libslurm-dev, libclang-dev, node/npm if missing, python3-venv; npm: oidc-provider; PyPI:
-# qlam-core into a venv under target/). Everything it starts, it stops. Safe to run twice.
+# libslurm-dev, libclang-dev, node/npm if missing, python3-venv, openssh-server (not started)
+# and rsync; npm: oidc-provider; PyPI: qlam-core into a venv under target/). Everything it
+# starts, it stops. Safe to run twice.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,6 +24,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "unit and integration tests (real test IdP over https, real qlam-core 0.10.0)"
 # Two test binaries at a time: each starts its own IdP, and this machine may have two cores.
 cargo test --workspace --locked -- --test-threads=4
+
+step "SSH certificates against a real sshd and the test signing service (tests/ssh/run.sh)"
+# CI must run every test: a missing sshd or root is a failure there, not a skip.
+QLAM_TEST_REQUIRE_ALL=1 bash tests/ssh/run.sh
 
 step "end-to-end tests on a real Slurm (tests/e2e/run.sh)"
 bash tests/e2e/run.sh

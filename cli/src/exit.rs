@@ -26,6 +26,16 @@ pub const STORE: u8 = 8;
 pub const LOCK_TIMEOUT: u8 = 9;
 /// Monthly token budget used up.
 pub const BUDGET: u8 = 10;
+/// ssh: the signing service's token endpoint refused the API key (401/403).
+pub const SSH_KEY_REFUSED: u8 = 20;
+/// ssh check: no certificate.
+pub const SSH_NO_CERT: u8 = 21;
+/// ssh check: expired, not yet valid, or lapsing within --min-valid.
+pub const SSH_CERT_EXPIRED: u8 = 22;
+/// ssh check: for another key, other principals, or unreadable.
+pub const SSH_CERT_MISMATCH: u8 = 23;
+/// ssh sign: the certificate the service sent was refused; nothing was written.
+pub const SSH_CERT_REFUSED: u8 = 24;
 /// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
 pub const INTERRUPTED: u8 = 130;
 /// Terminated (SIGTERM or SIGHUP) while a token was being renewed: the renewal was finished and
@@ -90,6 +100,30 @@ impl Failure {
     /// True if nothing more needs to be printed.
     pub fn is_reported(&self) -> bool {
         matches!(self, Failure::Reported(_))
+    }
+}
+
+/// The exit code for an SSH-certificate error.
+pub fn ssh_code_for(e: &token_core::ssh::SshError) -> u8 {
+    use token_core::ssh::SshError;
+    match e {
+        SshError::Core(e) => code_for(e),
+        SshError::File { .. } => STORE,
+        SshError::ApiKeyRefused { .. } => SSH_KEY_REFUSED,
+        SshError::TokenRefused { .. } => IDP_REFUSED,
+        SshError::Unavailable { .. } | SshError::BadAnswer { .. } => IDP_UNAVAILABLE,
+        SshError::CertRefused { .. } => SSH_CERT_REFUSED,
+        _ => OTHER,
+    }
+}
+
+impl From<token_core::ssh::SshError> for Failure {
+    fn from(e: token_core::ssh::SshError) -> Self {
+        let code = ssh_code_for(&e);
+        match e {
+            token_core::ssh::SshError::Core(e) => Failure::Core(e),
+            e => Failure::msg(e.to_string(), code),
+        }
     }
 }
 
@@ -221,7 +255,17 @@ mod tests {
             let line = format!("\n  {code:<4} ");
             assert!(crate::cli::EXIT_CODES.contains(&line), "{code} missing");
         }
-        for code in [OK, USAGE, INTERRUPTED, TERMINATED] {
+        for code in [
+            OK,
+            USAGE,
+            INTERRUPTED,
+            TERMINATED,
+            SSH_KEY_REFUSED,
+            SSH_NO_CERT,
+            SSH_CERT_EXPIRED,
+            SSH_CERT_MISMATCH,
+            SSH_CERT_REFUSED,
+        ] {
             let line = format!("\n  {code:<4} ");
             assert!(crate::cli::EXIT_CODES.contains(&line), "{code} missing");
         }

@@ -8,12 +8,23 @@ mod logger;
 mod ui;
 
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command, ConfigCommand};
+use cli::{Cli, Command, ConfigCommand, SshCommand};
 use exit::Failure;
 use std::process::ExitCode;
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    // The site file's path is read here, once, and passed down (token-core reads no
+    // environment by itself).
+    let site_file = std::env::var_os(token_core::ssh::config::ENV_SITE_FILE)
+        .filter(|v| !v.is_empty())
+        .map_or_else(
+            || std::path::PathBuf::from(token_core::ssh::config::SITE_FILE),
+            std::path::PathBuf::from,
+        );
     match cli.command {
+        Command::Ssh(SshCommand::Sign(a)) => commands::ssh::sign(&a, &site_file),
+        Command::Ssh(SshCommand::Check(a)) => commands::ssh::check(&a, &site_file),
+        Command::Ssh(SshCommand::Config(a)) => commands::ssh::config(&a, &site_file),
         Command::Login(a) => commands::login::run(&a),
         Command::Config(ConfigCommand::Init(a)) => commands::config::init(&a),
         Command::Status(a) => commands::status::run(&a),

@@ -6,7 +6,7 @@
 set -euo pipefail
 
 pkgs=(slurmctld slurmd slurm-client munge libslurm-dev libclang-dev openssl curl jq
-      python3-venv ca-certificates procps)
+      python3-venv ca-certificates procps openssh-server openssh-client rsync)
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs npm)
 
 die() { echo "install-deps: $*" >&2; exit 1; }
@@ -21,8 +21,21 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
     log=$(mktemp /tmp/install-deps.XXXXXX.log)
     export DEBIAN_FRONTEND=noninteractive
-    if ! { apt-get update -q >"$log" 2>&1 &&
-           apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$log" 2>&1; }; then
+    # openssh-server's postinst would start a daemon on port 22: a policy-rc.d that exits 101
+    # forbids starting services during the install (the ssh tests start their own sshd on a
+    # free loopback port). Removed afterwards, unless one was there before.
+    own_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 0755 /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
+    rc=0
+    { apt-get -o DPkg::Lock::Timeout=300 update -q >"$log" 2>&1 &&
+      apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}" \
+          >>"$log" 2>&1; } || rc=$?
+    [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+    if [ "$rc" -ne 0 ]; then
         tail -n 40 "$log" >&2
         die "apt-get failed installing: ${missing[*]} (full log: $log)"
     fi

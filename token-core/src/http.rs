@@ -102,6 +102,22 @@ pub trait HttpClient: std::fmt::Debug {
     ) -> Result<HttpResponse> {
         self.post_form(url, headers, form)
     }
+
+    /// POST `body` as `content_type` (none: an empty body without a type) to `url`. Used by the
+    /// SSH certificate flow (`crate::ssh`), whose services speak JSON, not forms. Clients that
+    /// only speak OAuth (test fakes) need not implement it.
+    fn post_bytes(
+        &self,
+        url: &str,
+        _headers: &[(&str, &str)],
+        _content_type: Option<&str>,
+        _body: &[u8],
+    ) -> Result<HttpResponse> {
+        Err(Error::IdpUnreachable {
+            url: url.to_owned(),
+            detail: "this HTTP client cannot POST a JSON body".to_owned(),
+        })
+    }
 }
 
 /// Resolves on the calling thread. DNS time is bounded by the resolver's own settings
@@ -327,6 +343,28 @@ impl HttpClient for UreqClient {
             req = req.config().timeout_global(Some(t)).build();
         }
         let res = req.send_form(form.iter().copied());
+        self.finish(url, res)
+    }
+
+    fn post_bytes(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<HttpResponse> {
+        let mut req = self.agent.post(url).header("Accept", "application/json");
+        if let Some(ct) = content_type {
+            req = req.header("Content-Type", ct);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = if body.is_empty() {
+            req.send_empty()
+        } else {
+            req.send(body)
+        };
         self.finish(url, res)
     }
 }

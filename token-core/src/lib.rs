@@ -31,6 +31,7 @@ pub mod oauth;
 pub mod paths;
 pub mod renew;
 pub mod secret;
+pub mod ssh;
 pub mod store;
 pub mod time;
 pub mod tokensource;

@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod login;
 pub mod logout;
 pub mod renewer;
+pub mod ssh;
 pub mod status;
 pub mod token;
 

@@ -111,6 +111,21 @@ fn thirty_processes_with_thirty_second_tokens_cost_one_refresh_at_any_min_valid(
         "no warning on every call: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let status = qlam_auth(idp, home.dir.path(), &config_dir)
+        .args(["status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("token lifetime:") && text.contains("capped at 15 s"),
+        "status says what the IdP issues and what that caps: {text}"
+    );
+    let json = qlam_auth(idp, home.dir.path(), &config_dir)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["access_token_lifetime_seconds"], TTL, "{v}");
 }
 
 #[test]

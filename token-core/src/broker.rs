@@ -108,6 +108,8 @@ pub struct LoginSummary {
     pub subject: Option<String>,
     /// Granted scope.
     pub scope: Option<String>,
+    /// How long the IdP makes its access tokens live (from the stored one), if known.
+    pub lifetime: Option<Duration>,
 }
 
 /// What happened to the token at the IdP during [`Broker::logout`].
@@ -258,6 +260,7 @@ impl Broker {
             has_refresh_token: s.tokens.refresh_token.is_some(),
             subject: subject_of(&s.tokens),
             scope: s.tokens.scope.clone(),
+            lifetime: s.tokens.lifetime(),
         };
         match stored {
             Some(s) if !self.provider.grant_type.is_user_flow() => Ok(summary(&s)),
@@ -277,6 +280,7 @@ impl Broker {
                 has_refresh_token: false,
                 subject: None,
                 scope: None,
+                lifetime: None,
             }),
             None => Err(self.not_logged_in()),
         }

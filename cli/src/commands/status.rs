@@ -183,6 +183,7 @@ fn to_json(st: &ContextStatus, now: Timestamp) -> Value {
         "access_token_expires_at": expiry.map(|e| e.to_isoformat()),
         "access_token_expires_in_seconds": expiry.map(|e| now.seconds_until(e)),
         "refresh_token": l.map(|l| l.has_refresh_token),
+        "access_token_lifetime_seconds": l.and_then(|l| l.lifetime).map(|d| d.as_secs()),
         "credentials_path": st.credentials.as_ref().map(|p| p.display().to_string()),
         "error": st.error.as_ref().map(|e| json!({
             "kind": e.kind(),
@@ -254,6 +255,9 @@ fn to_text(st: &ContextStatus, now: Timestamp) -> String {
                 None => "no expiry known".into(),
             };
             row(&mut s, "access token:", &access);
+            if let Some(life) = l.lifetime {
+                row(&mut s, "token lifetime:", &lifetime_text(life));
+            }
             if user_flow {
                 row(
                     &mut s,
@@ -288,6 +292,18 @@ fn to_text(st: &ContextStatus, now: Timestamp) -> String {
         row(&mut s, "warning:", w);
     }
     s
+}
+
+/// The IdP's access-token lifetime, and what it means for `--min-valid` and plugstack
+/// `min_valid=` (said here once, not as a warning on every call).
+fn lifetime_text(life: std::time::Duration) -> String {
+    let secs = life.as_secs();
+    format!(
+        "{} as the identity provider issues them; a --min-valid (or plugstack min_valid=) of \
+         {secs} s or more is capped at {} s",
+        ui::human_duration(secs),
+        secs / 2
+    )
 }
 
 /// Runs `status`.

@@ -213,7 +213,8 @@ impl Backend for TokenCore {
     }
 
     fn renewal_status(&self, dir: &Path, file_name: &str) -> Option<(String, Option<String>)> {
-        let v = token_core::renew::read_status(dir, file_name)?;
+        // As root (every step's `exit`): the file is the user's, in the user's directory.
+        let v = status_of(&dir.join(token_core::renew::status_file_name(file_name)))?;
         Some((
             v.get("state")?.as_str()?.to_owned(),
             v.get("last_error")
@@ -247,15 +248,150 @@ impl Backend for TokenCore {
     }
 
     fn remove_job_dir(&self, base: &Path, job: &str) -> Result<bool, String> {
-        let existed = base.join(job).symlink_metadata().is_ok();
-        deliver::remove_job_dir(base, job).map_err(|e| e.to_string())?;
+        let dir = base.join(job);
+        let existed = dir.symlink_metadata().is_ok();
+        if existed {
+            // A renewer still writing its status file would make the removal fail (a file
+            // appears after the directory was emptied): stop it first, bounded.
+            stop_renewers(&dir, job, RENEWER_STOP_WAIT);
+        }
+        if let Err(first) = deliver::remove_job_dir(base, job) {
+            // One more try, for a renewer that was not ours to stop in time.
+            std::thread::sleep(Duration::from_millis(100));
+            deliver::remove_job_dir(base, job).map_err(|_| first.to_string())?;
+        }
         Ok(existed)
+    }
+}
+
+/// How long the removal of a job directory waits for its renewers to end.
+pub const RENEWER_STOP_WAIT: Duration = Duration::from_secs(3);
+
+/// As root, before `dir` is removed: SIGTERM to every renewer that wrote a status file in it
+/// (the pid in `<file>.status`, checked against /proc: a `job-renewer` of this job), then wait
+/// at most `wait` for all of them to end. Returns how many were stopped.
+pub fn stop_renewers(dir: &Path, job: &str, wait: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut pids = Vec::new();
+    for e in entries.flatten().take(64) {
+        let name = e.file_name();
+        if !name.to_string_lossy().ends_with(".status") {
+            continue;
+        }
+        let pid = status_of(&e.path())
+            .and_then(|v| v.get("pid").and_then(|p| p.as_u64()))
+            .and_then(|p| u32::try_from(p).ok());
+        if let Some(pid) = pid.filter(|p| is_renewer_of(*p, job))
+            && crate::spawn::terminate(pid)
+        {
+            pids.push(pid);
+        }
+    }
+    let until = Instant::now() + wait;
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pids.len()
+}
+
+/// A renewer's status file, read by root in the user's job directory: never following a link,
+/// never blocking on a FIFO, at most 64 KiB; `None` if absent or not JSON. Nothing in it is
+/// trusted beyond a pid that is then checked against /proc, and text for the log.
+fn status_of(path: &Path) -> Option<serde_json::Value> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    f.take(64 * 1024).read_to_end(&mut bytes).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// True if `pid` runs `qlam-auth job-renewer --job JOB ...`.
+fn is_renewer_of(pid: u32, job: &str) -> bool {
+    let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+    args.contains(&&b"job-renewer"[..])
+        && args
+            .windows(2)
+            .any(|w| w[0] == b"--job" && w[1] == job.as_bytes())
+}
+
+/// True while `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses, which may itself hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_renewers_of_a_job_are_stopped_before_its_directory_goes_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Looks like `qlam-auth job-renewer --job 42` in /proc/PID/cmdline.
+        let mut renewer = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "while :; do sleep 0.05; done",
+                "job-renewer",
+                "--job",
+                "42",
+            ])
+            .spawn()
+            .unwrap();
+        let write = |name: &str, pid: u32| {
+            std::fs::write(
+                tmp.path().join(name),
+                format!("{{\"state\":\"ok\",\"pid\":{pid}}}"),
+            )
+            .unwrap()
+        };
+        write("token.status", renewer.id());
+        // A status file naming a process that is not a renewer of this job: left alone.
+        write("token-x.status", std::process::id());
+        let started = Instant::now();
+        assert_eq!(stop_renewers(tmp.path(), "42", Duration::from_secs(3)), 1);
+        let status = renewer.wait().unwrap();
+        assert!(!status.success(), "the renewer was terminated: {status}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        // Another job's renewer is not ours to stop.
+        let mut other = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "while :; do sleep 0.05; done",
+                "job-renewer",
+                "--job",
+                "7",
+            ])
+            .spawn()
+            .unwrap();
+        write("token.status", other.id());
+        assert_eq!(
+            stop_renewers(tmp.path(), "42", Duration::from_millis(100)),
+            0
+        );
+        assert!(alive(other.id()));
+        other.kill().unwrap();
+        other.wait().unwrap();
+    }
 
     #[test]
     fn http_settings_follow_the_arguments() {

@@ -109,3 +109,16 @@ pub fn detached(spec: &Spawn) -> io::Result<()> {
         )))
     }
 }
+
+/// Sends SIGTERM to `pid` (a renewer found by [`crate::broker`] before it removes a job's
+/// directory). `false` if there is no such process or it may not be signalled.
+pub fn terminate(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 1 {
+        return false;
+    }
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    unsafe { libc::kill(pid, libc::SIGTERM) == 0 }
+}

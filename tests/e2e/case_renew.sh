@@ -15,16 +15,20 @@
 #       COMPLETING, its token directory is gone, the node is idle
 #   r4  the login revoked in the middle: the job keeps running and sees the reason in
 #       $QLAM_TOKEN_STATUS_FILE; slurmd's log has it; the node is idle (not drained)
+#   r5  the IdP fails in the middle (two HTTP 500s) and comes back: the status file says
+#       retrying, then ok again, and the token file works
+#   r6  a 100-task array with an expired token, 5-minute tokens (IdP C) and plugstack
+#       min_valid=600: one refresh for all, one token everywhere, the cap said in slurmd's log
 
 R_TTL=60
 R_DURATION=150
 R_USERS=(qa7 qa8 qa9)
 
-r_idp() { # NAME USERS: start a 60 s-token IdP that shares the main IdP's CA; print its issuer
+r_idp() { # NAME USERS [TTL]: start an IdP (default 60 s tokens) that shares the main IdP's CA
     local st=$RUN/idp-$1
     mkdir -p "$st"
     cp "$IDP_STATE"/{ca.pem,ca.key,server.pem,server.key} "$st/"
-    IDP_ACCESS_TTL=$R_TTL start_idp "$st" "$2"
+    IDP_ACCESS_TTL=${3:-$R_TTL} start_idp "$st" "$2"
 }
 r_refreshes() { # ISSUER
     curl -sf --cacert "$CA" --max-time 10 "$1/_test/stats" | jq -r '.token_requests.refresh_token // 0'
@@ -173,5 +177,72 @@ jq -c "{state, failures, last_error}" "$QLAM_TOKEN_STATUS_FILE"
         "slurmd's log has the reason"
     assert_eq idle "$(sinfo -h -N -o %T | sort -u | tr '\n' ' ' | xargs)" "node state (not drained)"
     t_pass
+    # --- r5: the IdP down in the middle, and back ------------------------------------------------
+    t_begin "r5: the IdP fails mid-job and comes back: the job runs on, the status file says retrying, then ok again"
+    # shellcheck disable=SC2016  # expanded by the job
+    r5_script='#!/bin/bash
+seen=no
+for i in $(seq 200); do
+    s=$(jq -r .state "$QLAM_TOKEN_STATUS_FILE" 2>/dev/null)
+    [ "$s" = retrying ] && [ $seen = no ] && { seen=yes; jq -c "{state, failures, last_error}" "$QLAM_TOKEN_STATUS_FILE"; }
+    [ "$s" = ok ] && [ $seen = yes ] && break
+    sleep 1
+done
+jq -c "{state, failures, last_error}" "$QLAM_TOKEN_STATUS_FILE"
+t=$(tr -d "[:space:]" < "$BEARER_TOKEN_FILE")
+echo "userinfo=$(curl -s -o /dev/null -w "%{http_code}" --cacert '"$CA"' --max-time 10 -H "Authorization: Bearer $t" '"$R_ISSUER_B"'/me)"
+'
+    id_r5=$(r_submit qa8 r5 "$r5_script") || t_fail "sbatch r5 failed"
+    JOBS+=("$id_r5")
+    for _ in $(seq 100); do
+        [ -e "$TOKEN_DIR/$id_r5/token.status" ] && break
+        sleep 0.2
+    done
+    # The next two token requests get HTTP 500 (the IdP is "down"), then it answers again.
+    curl -sf --cacert "$CA" --max-time 10 -X POST -H 'content-type: application/json' \
+        -d '{"mode":"status500","count":2}' "$R_ISSUER_B/_test/fault" >/dev/null || t_fail "fault injection failed"
+    assert_eq "COMPLETED 0:0" "$(wait_job "$id_r5" 240 || true)" "job $id_r5 state"
+    out=$(job_out qa8 r5 "$id_r5")
+    indent "$out"
+    assert_contains "$out" '"state":"retrying"' "the status file said the renewal was failing"
+    assert_contains "$(tail -n 2 <<<"$out" | head -n 1)" '"state":"ok"' "then ok again: renewal resumed"
+    assert_contains "$out" "userinfo=200" "the token file works after the IdP came back"
+    assert_eq idle "$(sinfo -h -N -o %T | sort -u | tr '\n' ' ' | xargs)" "node state"
+    curl -sf --cacert "$CA" --max-time 10 -X POST -H 'content-type: application/json' \
+        -d '{"mode":"status500","count":0}' "$R_ISSUER_B/_test/fault" >/dev/null || true
+    t_pass
+
+    # --- r6: a 100-task array, 5-minute tokens, min_valid=600 ----------------------------------
+    t_begin "r6: a 100-task array with an expired token, 5-minute tokens and plugstack min_valid=600: one refresh"
+    R_ISSUER_C=$(r_idp c "qa9:qa9-pw" 300) || t_fail "IdP C did not start"
+    h=$(user_home qa9)
+    rm -rf "$h/.qsh"
+    as_user qa9 qlam-auth config init --issuer "$R_ISSUER_C" --client-id qlam-cli \
+        --audience https://slurm.example/api --tenant e2e >/dev/null 2>&1 || t_fail "qa9: config init failed"
+    ISSUER=$R_ISSUER_C login_user qa9 "$RUN/logins/qa9-c.out" --device --no-qr || t_fail "qa9: login failed"
+    ISSUER=$ISSUER_MAIN
+    remember_store qa9
+    bash "$ROOT/tests/slurm/install-plugin.sh" "$ROOT/target/release/libqlam_spank.so" \
+        "$plug_args min_valid=600" --state "$SLURM_STATE" >/dev/null
+    as_user qa9 /usr/bin/python3 "$here/store_tool.py" expire "$(store_file qa9)"
+    c0=$(r_refreshes "$R_ISSUER_C")
+    # shellcheck disable=SC2016  # expanded by the job
+    id_r6=$(printf '%s\n' '#!/bin/bash' 'tr -d "[:space:]" < "$QLAM_TOKEN_FILE" | sha256sum | cut -c1-64' |
+        as_user qa9 sbatch --parsable --qlam-auth -J r6 -D "$h" -o "$h/e2e/r6-%A_%a.out" --array=1-100) ||
+        t_fail "sbatch r6 failed"
+    id_r6=${id_r6%%;*}
+    JOBS+=("$id_r6")
+    res=$(wait_job "$id_r6" 240 || true)
+    assert_eq 100 "$(grep -c '^COMPLETED 0:0$' <<<"$res" || true)" "COMPLETED tasks"
+    mapfile -t r6_ids < <(scontrol -o show job "$id_r6" | grep -o '^JobId=[0-9]*' | cut -d= -f2)
+    JOBS+=("${r6_ids[@]}")
+    n=$(($(r_refreshes "$R_ISSUER_C") - c0))
+    echo "  r6: $n refresh request(s) for 100 tasks; $(cat "$h"/e2e/r6-"$id_r6"_*.out | sort -u | wc -l) distinct token(s)"
+    assert_eq 1 "$n" "refresh requests at the IdP for the whole array"
+    assert_eq 1 "$(cat "$h"/e2e/r6-"$id_r6"_*.out | sort -u | wc -l)" "distinct tokens among the tasks"
+    assert_contains "$(slurmd_log)" "min_valid_capped_from_s=600" "slurmd's log says min_valid was capped"
+    bash "$ROOT/tests/slurm/install-plugin.sh" "$ROOT/target/release/libqlam_spank.so" \
+        "$plug_args" --state "$SLURM_STATE" >/dev/null
+    t_pass
 fi
-for st in a b; do bash "$ROOT/tests/idp/stop.sh" "$RUN/idp-$st" >/dev/null 2>&1 || true; done
+for st in a b c; do bash "$ROOT/tests/idp/stop.sh" "$RUN/idp-$st" >/dev/null 2>&1 || true; done

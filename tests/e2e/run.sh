@@ -76,7 +76,7 @@ cleanup() {
     done
     rm -f "$SECRETS" "$RUN/needles" "$RUN/views"
     bash "$ROOT/tests/idp/stop.sh" "$IDP_STATE" || echo "e2e: warning: IdP stop failed" >&2
-    for st in "$RUN"/idp-a "$RUN"/idp-b; do   # case r's IdPs
+    for st in "$RUN"/idp-a "$RUN"/idp-b "$RUN"/idp-c; do   # case r's IdPs
         [ -d "$st" ] && bash "$ROOT/tests/idp/stop.sh" "$st" >/dev/null 2>&1
     done
     bash "$ROOT/tests/slurm/down.sh" "$SLURM_STATE" || echo "e2e: warning: slurm down failed" >&2

@@ -93,6 +93,17 @@ forward the port (ssh -L PORT:127.0.0.1:PORT) or use --device.")]
     #[command(subcommand)]
     Config(ConfigCommand),
 
+    /// Make NAME the current context (in ~/.qsh/config.json, as `qsh config use-context` does).
+    #[command(after_help = "Examples:
+  qlam-auth use-context prod
+  qlam-auth config show          # the contexts there are, and where each setting comes from
+
+A context that only the site file defines is copied into ~/.qsh/config.json first.")]
+    UseContext {
+        /// The context to make current.
+        name: String,
+    },
+
     /// Show who is logged in and how long the tokens last (offline).
     #[command(after_help = "Examples:
   qlam-auth status                  # the current context
@@ -186,8 +197,30 @@ pub enum ConfigCommand {
 The file is written atomically with mode 0600. Other contexts, providers and fields are kept.
 Updating an existing provider changes only what you pass (issuer and client id always);
 pass an empty value to clear a field, e.g. --audience ''. The first context becomes
-current_context; switch later with `qsh config use-context`.")]
+current_context; switch later with `qlam-auth use-context NAME`.")]
     Init(InitArgs),
+
+    /// Print each effective setting and where it comes from (command line, user config, site
+    /// file, default).
+    #[command(after_help = "Examples:
+  qlam-auth config show
+  qlam-auth config show --context prod --json
+
+Precedence: the command line (--context) > ~/.qsh/config.json > the site file
+(/etc/qlam-auth/site.json, or $QLAM_AUTH_SITE_FILE). A context defined in ~/.qsh/config.json is
+used as it is there; a context only the site file defines comes from the site file.")]
+    Show(ShowArgs),
+}
+
+/// `config show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The context to show (default: the current one).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The grants `config init` can write.

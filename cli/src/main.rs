@@ -16,6 +16,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Login(a) => commands::login::run(&a),
         Command::Config(ConfigCommand::Init(a)) => commands::config::init(&a),
+        Command::Config(ConfigCommand::Show(a)) => commands::config::show(&a),
+        Command::UseContext { name } => commands::config::use_context(&name),
         Command::Status(a) => commands::status::run(&a),
         Command::Token(a) => commands::token::run(&a),
         Command::Logout(a) => commands::logout::run(&a),
@@ -50,6 +52,14 @@ fn write_out(bytes: &[u8]) -> Result<(), Failure> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logger::init(cli.verbose);
+    commands::set_site_file(
+        std::env::var_os(token_core::site::ENV_SITE_FILE)
+            .filter(|p| !p.is_empty())
+            .map_or_else(
+                || std::path::PathBuf::from(token_core::site::DEFAULT_SITE_FILE),
+                std::path::PathBuf::from,
+            ),
+    );
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {

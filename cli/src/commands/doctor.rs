@@ -146,7 +146,38 @@ fn check_config(
     context: Option<&str>,
     checks: &mut Vec<Check>,
 ) -> Option<ProviderConfig> {
-    let config = match Config::load(paths) {
+    let site = match token_core::site::Site::load(super::site_file()) {
+        Ok(Some(site)) => {
+            checks.push(check(
+                Level::Info,
+                "site file",
+                format!(
+                    "{}: {} context(s), default {}, allowed issuers {}, automatic injection {}",
+                    site.path.display(),
+                    site.contexts.len(),
+                    site.default_context.as_deref().unwrap_or("none"),
+                    site.issuers
+                        .as_ref()
+                        .map_or("not set".to_owned(), |i| i.join(", ")),
+                    if site.inject.automatic { "on" } else { "off" }
+                ),
+            ));
+            Some(site)
+        }
+        Ok(None) => {
+            checks.push(check(
+                Level::Info,
+                "site file",
+                format!("{}: none (not needed)", super::site_file().display()),
+            ));
+            None
+        }
+        Err(e) => {
+            checks.push(Check::from_error("site file", &e));
+            None
+        }
+    };
+    let config = match Config::load_with_site(paths, site) {
         Ok(c) => c,
         Err(e) => {
             checks.push(Check::from_error("config", &e));
@@ -160,7 +191,7 @@ fn check_config(
                 "config",
                 format!(
                     "{}: context '{}' uses provider '{}' ({}) at {}, client '{}'",
-                    paths.config_file.display(),
+                    p.config_path.display(),
                     p.context,
                     p.name,
                     p.grant_type.as_str(),

@@ -81,7 +81,23 @@ pub fn run(args: &LoginArgs) -> Result<(), Failure> {
     if interrupt.is_set() {
         return Err(Failure::Interrupted);
     }
-    finish(&sel, response?)
+    let response = response?;
+    // A context from the site file goes into the user's config.json before the login is
+    // stored, so that QLAM Shell and QLAM Core read the same login.
+    if sel.provider.context != token_core::m2m::ENV_CONTEXT {
+        let paths = token_core::paths::QshPaths::from_process_env()?;
+        let config = super::load_config(&paths)?;
+        if let Some(file) =
+            super::config::adopt_site_context(&paths, &config, &sel.provider.context)?
+        {
+            ui::say(&format!(
+                "Added the site's context '{}' to {} (for QLAM Shell and QLAM Core too).\n",
+                sel.provider.context,
+                file.display()
+            ));
+        }
+    }
+    finish(&sel, response)
 }
 
 struct Waiter<'a> {

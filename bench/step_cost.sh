@@ -36,7 +36,7 @@ mkdir -p "$RUN" && chmod 0755 "$ROOT/tests/.run" "$RUN"
 bash "$ROOT/tests/slurm/up.sh" "$SLURM_STATE" >/dev/null
 ISSUER=$(start_idp "$IDP_STATE" "$U:$U-pw")
 install -m 0644 "$IDP_STATE/ca.pem" "$CA"
-bash "$ROOT/tests/slurm/install-plugin.sh" "$ROOT/target/release/libqlam_spank.so" "ca_bundle=$CA" \
+bash "$ROOT/tests/slurm/install-plugin.sh" "$ROOT/target/release/libqlam_spank.so" "ca_bundle=$CA issuers=$ISSUER" \
     --state "$SLURM_STATE" >/dev/null
 bash "$ROOT/tests/slurm/users.sh" "$U" >/dev/null
 H=$(user_home "$U")

@@ -79,7 +79,7 @@ echo "issuer: $ISSUER  (TLS with a test CA: $CA)"
 
 step "installing the SPANK plugin (plugstack.conf.d/qlam-auth.conf)"
 quiet bash "$ROOT/tests/slurm/install-plugin.sh" "$ROOT/target/release/libqlam_spank.so" \
-    "ca_bundle=$CA" --state "$SLURM_STATE"
+    "ca_bundle=$CA issuers=$ISSUER" --state "$SLURM_STATE"
 cat /etc/slurm/plugstack.conf.d/qlam-auth.conf
 
 step "creating the user '$DEMO_USER'"

@@ -37,6 +37,11 @@ fn the_idp() -> &'static Idp {
 fn qlam_auth(idp: &Idp, home: &QshHome) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_qlam-auth"));
     c.env_clear()
+        // No site file unless a test writes one (hermetic: /etc/qlam-auth is the machine's).
+        .env(
+            "QLAM_AUTH_SITE_FILE",
+            "/nonexistent/qlam-auth-test/site.json",
+        )
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home.dir.path())
         .env("QSH_CONFIG_DIR", &home.paths.config_dir)

@@ -324,8 +324,41 @@ fn requested(host: &dyn Host, state: &State) -> Option<Result<Requested, String>
     Some(parse_option_value(raw.as_deref()))
 }
 
+/// Environment variable of the submission: a user's own default for automatic injection
+/// (`yes` or `no`), over the site's.
+pub const ENV_INJECT: &str = "QLAM_AUTH_INJECT";
+
+/// `--qlam-auth=no`: this job gets no token, even with automatic injection.
+pub const OPT_OUT: &str = "no";
+
+/// What a job gets: `Some((request, automatic))`, or `None` for no token. `automatic` is true
+/// when the job did not ask (automatic injection): then nothing may fail it or its submission.
+fn job_request(
+    host: &dyn Host,
+    state: &State,
+    args: &Args,
+) -> Option<(Result<Requested, String>, bool)> {
+    match requested(host, state) {
+        Some(Ok(r)) if r.context.as_deref() == Some(OPT_OUT) => None,
+        Some(r) => Some((r, false)),
+        None => {
+            let user = host
+                .getenv(ENV_INJECT)
+                .map(|v| v.trim().to_ascii_lowercase());
+            let auto = match user.as_deref() {
+                Some("yes" | "1" | "true" | "auto") => true,
+                Some("no" | "0" | "false") => false,
+                _ => args.inject_automatically(),
+            };
+            auto.then_some((Ok(Requested { context: None }), true))
+        }
+    }
+}
+
 fn parse_args(host: &dyn Host, argv: &[String], level: Level) -> Args {
-    let (args, problems) = Args::parse(argv);
+    let (mut args, mut problems) = Args::parse(argv);
+    let site = token_core::site::Site::load(&args.site_file);
+    problems.extend(args.apply_site(site));
     for p in problems {
         host.log(level, &format!("plugstack.conf: {}", p.0));
     }
@@ -414,15 +447,19 @@ fn submit_check(
 ) -> Verdict {
     // Argument problems are the admins' to fix, and they see them in slurmd's log.
     let args = parse_args(host, argv, Level::Debug);
-    let req = match requested(host, state) {
+    let (req, auto) = match job_request(host, state, &args) {
         None => return Verdict::Continue,
-        Some(Ok(r)) => r,
-        Some(Err(msg)) => {
+        Some((Ok(r), auto)) => (r, auto),
+        Some((Err(msg), _)) => {
             host.log(Level::Error, &msg);
             return Verdict::Fail;
         }
     };
     if let Some(msg) = &args.misconfigured {
+        if auto {
+            host.log(Level::Verbose, &format!("no automatic token: {msg}"));
+            return Verdict::Continue;
+        }
         host.log(Level::Error, msg);
         return Verdict::Fail;
     }
@@ -454,6 +491,14 @@ fn submit_check(
             host.log(Level::Verbose, &format!("login ok: {summary}"));
             Verdict::Continue
         }
+        // A job that did not ask is never refused: it runs without a token.
+        Err(msg) if auto => {
+            host.log(
+                Level::Verbose,
+                &format!("this job gets no automatic token: {msg}"),
+            );
+            Verdict::Continue
+        }
         Err(msg) => {
             host.log(Level::Error, &format!("this job cannot get a token: {msg}"));
             Verdict::Fail
@@ -464,12 +509,15 @@ fn submit_check(
 /// Remote context, as root: make `<token_dir>/<jobid>` for the job's user. Never fails the hook.
 fn prepare_remote(host: &mut dyn Host, backend: &dyn Backend, state: &mut State, argv: &[String]) {
     let args = parse_args(host, argv, Level::Error);
-    let req = match requested(host, state) {
+    let (req, auto) = match job_request(host, state, &args) {
         None => return,
-        Some(Ok(r)) => r,
-        Some(Err(msg)) => return state.remember(host, msg),
+        Some((Ok(r), auto)) => (r, auto),
+        Some((Err(msg), _)) => return state.remember(host, msg),
     };
     if let Some(msg) = args.misconfigured.clone() {
+        if auto {
+            return;
+        }
         return state.remember(host, msg);
     }
     let (Some(job), Some(uid), Some(gid)) = (host.job_id(), host.job_uid(), host.job_gid()) else {
@@ -487,6 +535,10 @@ fn prepare_remote(host: &mut dyn Host, backend: &dyn Backend, state: &mut State,
                 crate::site::fetch(&*host, backend, state, &args, account);
             }
         }
+        Err(msg) if auto => host.log(
+            Level::Error,
+            &format!("job={job}: no automatic token: could not prepare the job's token directory: {msg}"),
+        ),
         Err(msg) => state.remember(
             host,
             format!("could not prepare the job's token directory on this node: {msg}; please tell your site admins"),
@@ -506,10 +558,10 @@ pub fn user_init(
         return Verdict::Continue;
     }
     let args = parse_args(host, argv, Level::Debug);
-    let req = match requested(host, state) {
+    let (req, auto) = match job_request(host, state, &args) {
         None => return Verdict::Continue,
-        Some(Ok(r)) => r,
-        Some(Err(msg)) => {
+        Some((Ok(r), auto)) => (r, auto),
+        Some((Err(msg), _)) => {
             state.remember(host, msg);
             return Verdict::Continue;
         }
@@ -517,8 +569,17 @@ pub fn user_init(
     if state.failure.is_some() {
         return Verdict::Continue; // reported by task_init
     }
-    if let Err(msg) = deliver(host, backend, state, &args, &req) {
-        state.remember(host, msg);
+    if auto && (args.misconfigured.is_some() || state.job_dir.is_none()) {
+        return Verdict::Continue;
+    }
+    match deliver(host, backend, state, &args, &req) {
+        Ok(()) => {}
+        // Automatic injection never fails a job: it runs without a token.
+        Err(msg) if auto => host.log(
+            Level::Info,
+            &format!("no automatic token for this job: {msg}"),
+        ),
+        Err(msg) => state.remember(host, msg),
     }
     Verdict::Continue
 }
@@ -730,7 +791,7 @@ pub fn exit(host: &mut dyn Host, backend: &dyn Backend, state: &State, argv: &[S
         return Verdict::Continue;
     }
     let args = parse_args(host, argv, Level::Debug);
-    if requested(host, state).is_none() {
+    if job_request(host, state, &args).is_none() {
         return Verdict::Continue;
     }
     if let Some(job) = host.job_id() {

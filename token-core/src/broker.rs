@@ -230,12 +230,20 @@ impl Broker {
         };
         match stored {
             Some(s) if !self.provider.grant_type.is_user_flow() => Ok(summary(&s)),
+            Some(s) if s.tokens.valid_for(Timestamp::now(), Duration::ZERO) => Ok(summary(&s)),
             Some(s)
-                if s.tokens.refresh_token.is_some()
-                    || s.tokens.valid_for(Timestamp::now(), Duration::ZERO) =>
+                if s.tokens
+                    .refresh_token
+                    .as_ref()
+                    .is_some_and(|rt| self.store.was_refused(&self.provider.cache_key(), rt)) =>
             {
-                Ok(summary(&s))
+                Err(Error::LoginExpired {
+                    context: self.provider.context.clone(),
+                    reason: "the identity provider refused its refresh token (invalid_grant)"
+                        .into(),
+                })
             }
+            Some(s) if s.tokens.refresh_token.is_some() => Ok(summary(&s)),
             Some(_) => Err(Error::LoginExpired {
                 context: self.provider.context.clone(),
                 reason: "the access token expired and no refresh token is stored".into(),
@@ -414,9 +422,15 @@ impl Broker {
                     "the identity provider refused the refresh token (invalid_grant)",
                 ))
             }
-            _ => Err(expired(
-                "the identity provider refused the refresh token (invalid_grant)",
-            )),
+            _ => {
+                // Remembered so that `status`, `doctor` and sbatch say so, offline.
+                if let Err(e) = self.store.mark_refused(&self.provider.cache_key(), used) {
+                    log::debug!(target: "qlam_auth", "could not record the refused login: {e}");
+                }
+                Err(expired(
+                    "the identity provider refused the refresh token (invalid_grant)",
+                ))
+            }
         }
     }
 

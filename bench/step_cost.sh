@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Per-step cost of the plugin when the user's token is valid (run by hand, not in CI):
 #
-#   sudo bash bench/step_cost.sh          # 100 runs of each
-#   sudo bash bench/step_cost.sh 300
+#   bash bench/step_cost.sh          # 100 runs of each
+#   bash bench/step_cost.sh 300
 #
 # Brings up the local Slurm and test IdP (as the demo does), logs a user in, installs the plugin,
 # then runs `srun true` and `srun --qlam-auth true` alternately N times each as that user and

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The qlam-auth demo: a Slurm job gets a valid OAuth access token from the user's login.
 #
-#   sudo bash demo/run.sh
+#   bash demo/run.sh            (as root; sudo is not needed)
 #
 # On a fresh Debian 12 machine, as root: installs what it needs (tests/slurm/install-deps.sh;
 # a Rust toolchain must be on PATH), builds qlam-auth and the SPANK plugin, brings up a
@@ -36,7 +36,7 @@ quiet() { # run a command; show its output only if it fails
     [ "$rc" = 0 ] || { tail -n 30 "$log" >&2; rm -f "$log"; die "failed: $*"; }
     rm -f "$log"
 }
-[ "$(id -u)" -eq 0 ] || die "run it as root: sudo bash demo/run.sh"
+[ "$(id -u)" -eq 0 ] || die "run it as root (a root shell: bash demo/run.sh)"
 
 LOGIN_PID=
 cleanup() {

@@ -18,6 +18,7 @@ macro_rules! exit_codes {
   8    credentials store or permission problem (the message says how to fix it)
   9    timed out waiting for the credentials lock (another process is refreshing)
   10   monthly token budget exhausted
+  11   the issuer URL is wrong (nothing answers discovery there, or it names another issuer)
   130  interrupted (Ctrl-C)
   143  terminated (SIGTERM/SIGHUP) during a renewal, which was saved first; no token printed"
     };
@@ -194,7 +195,10 @@ pub enum ConfigCommand {
   qlam-auth config init --context ci --grant client_credentials \\
       --issuer https://login.example.org --client-id svc --client-secret-env SVC_SECRET
 
-The file is written atomically with mode 0600. Other contexts, providers and fields are kept.
+Before writing, the issuer's OIDC discovery is fetched: a URL where nothing answers (HTTP 404,
+an unknown host) or that names another issuer is refused (exit 11) and nothing is written;
+--offline skips the check. The file is written atomically with mode 0600. Other contexts,
+providers and fields are kept.
 Updating an existing provider changes only what you pass (issuer and client id always);
 pass an empty value to clear a field, e.g. --audience ''. The first context becomes
 current_context; switch later with `qlam-auth use-context NAME`.")]
@@ -281,6 +285,9 @@ pub struct InitArgs {
     /// The context's QPU (default "default" for a new context; kept when updating).
     #[arg(long, value_name = "Q")]
     pub qpu: Option<String>,
+    /// Write the file without first checking that the issuer answers OIDC discovery.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// `status`.

@@ -26,6 +26,8 @@ pub const STORE: u8 = 8;
 pub const LOCK_TIMEOUT: u8 = 9;
 /// Monthly token budget used up.
 pub const BUDGET: u8 = 10;
+/// The issuer URL leads nowhere (404 at discovery, unknown host, another issuer's name).
+pub const WRONG_ISSUER: u8 = 11;
 /// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
 pub const INTERRUPTED: u8 = 130;
 /// Terminated (SIGTERM or SIGHUP) while a token was being renewed: the renewal was finished and
@@ -40,6 +42,7 @@ pub fn code_for(e: &Error) -> u8 {
         Error::IdpUnreachable { .. } | Error::IdpBadResponse { .. } => IDP_UNAVAILABLE,
         Error::IdpRefused { .. } => IDP_REFUSED,
         Error::Config { .. } => CONFIG,
+        Error::WrongIssuer { .. } => WRONG_ISSUER,
         Error::InsecurePermissions { .. } | Error::Store { .. } => STORE,
         Error::LockTimeout { .. } => LOCK_TIMEOUT,
         Error::BudgetExhausted { .. } => BUDGET,
@@ -195,6 +198,13 @@ mod tests {
                     limit: 1000,
                 },
                 10,
+            ),
+            (
+                Error::WrongIssuer {
+                    issuer: "https://x".into(),
+                    found: "HTTP 404".into(),
+                },
+                11,
             ),
             (
                 Error::Aborted {

@@ -271,3 +271,65 @@ fn pipeline_variables_beside_a_config_are_ignored_with_a_warning() {
     );
     assert!(!t.contains("m2m-secret"));
 }
+
+#[test]
+fn a_wrong_issuer_url_is_a_config_error_naming_the_url_and_what_is_there() {
+    let idp = the_idp();
+    let _g = shared();
+    let home = tempfile::Builder::new().prefix("qsh-").tempdir().unwrap();
+    let no_site = Path::new("/nonexistent/site.json");
+    let port = idp.issuer.rsplit(':').next().unwrap();
+    let cases = [
+        (format!("{}/nope", idp.issuer), "404"),
+        // The same server under another name: it calls itself https://127.0.0.1:PORT.
+        (format!("https://localhost:{port}"), "calls itself"),
+        ("https://no-such-host.invalid".to_owned(), "unknown host"),
+    ];
+    for (issuer, found) in &cases {
+        let o = run(
+            idp,
+            home.path(),
+            no_site,
+            &[
+                "config",
+                "init",
+                "--issuer",
+                issuer,
+                "--client-id",
+                "qlam-cli",
+            ],
+        );
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(11), "{issuer}: {t}");
+        assert!(
+            t.contains(issuer.as_str()) && t.contains(found),
+            "{issuer}: {t}"
+        );
+        assert!(t.contains("--issuer"), "the fix is named: {t}");
+        assert!(
+            !home.path().join(".qsh/config.json").exists(),
+            "nothing written"
+        );
+    }
+    // --offline writes without looking; then `login` finds out, with the same exit code.
+    let (issuer, _) = &cases[0];
+    let o = run(
+        idp,
+        home.path(),
+        no_site,
+        &[
+            "config",
+            "init",
+            "--offline",
+            "--issuer",
+            issuer,
+            "--client-id",
+            "qlam-cli",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = run(idp, home.path(), no_site, &["login", "--no-qr"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(11), "{t}");
+    assert!(t.contains("404"), "{t}");
+}

@@ -134,7 +134,18 @@ impl Resolver for SameThreadResolver {
         let mut out = self.empty();
         let addrs: Vec<SocketAddr> = (host, port)
             .to_socket_addrs()
-            .map_err(ureq::Error::Io)?
+            .map_err(|e| {
+                // getaddrinfo's EAI_NONAME / EAI_NODATA (the C locale's gai_strerror text: Rust
+                // never calls setlocale): the name does not exist, which is not an outage.
+                let text = e.to_string();
+                if text.contains("Name or service not known")
+                    || text.contains("No address associated with hostname")
+                {
+                    ureq::Error::HostNotFound
+                } else {
+                    ureq::Error::Io(e)
+                }
+            })?
             .collect();
         for a in addrs.into_iter().take(16) {
             out.push(a);

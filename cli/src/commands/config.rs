@@ -483,6 +483,12 @@ pub fn init(args: &InitArgs) -> Result<(), Failure> {
              just to read the login: pass --tenant ORG if you use them with this context",
         );
     }
+    if !args.offline {
+        // The issuer must be an identity provider that calls itself by that name.
+        let broker =
+            token_core::broker::Broker::new(&paths, provider.clone(), &super::http_settings())?;
+        broker.oauth()?.discovery()?;
+    }
     write_config(&paths.config_file, &bytes)?;
     let mut s = format!(
         "{} context '{}' in {}:\n  provider '{}' ({}) at {}, client '{}'\n",

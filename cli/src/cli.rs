@@ -134,9 +134,11 @@ deferred until the renewal is saved (exit 143).
     /// Revoke the refresh token at the identity provider and delete the stored login.
     #[command(after_help = "Examples:
   qlam-auth logout
-  qlam-auth logout --context prod --no-revoke   # only delete the local credentials
+  qlam-auth logout --context prod --local       # only delete the local credentials
 
-A failed revocation is reported as a warning; the local credentials are deleted anyway.")]
+If the identity provider cannot revoke the refresh token (it is down), nothing is deleted and the
+exit status is non-zero: the token is still valid there, and a later `qlam-auth logout` can
+revoke it. --local (or --no-revoke) deletes the local credentials without revoking.")]
     Logout(LogoutArgs),
 
     /// Check the setup (config, permissions, identity provider, clock, locking, Slurm plugin).
@@ -324,8 +326,9 @@ pub struct LogoutArgs {
     /// The qsh context (default: current_context of the config).
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
-    /// Do not revoke the refresh token at the identity provider; only delete it here.
-    #[arg(long)]
+    /// Do not revoke the refresh token at the identity provider; only delete it here (also when
+    /// the identity provider cannot be reached).
+    #[arg(long, visible_alias = "local")]
     pub no_revoke: bool,
 }
 

@@ -903,7 +903,7 @@ fn logout_revokes_and_deletes() {
 /// Case 8b: When the IdP can't revoke, `logout` still deletes the login and warns that the refresh
 /// token stays valid at the IdP (which is true); `--no-revoke` only deletes.
 #[test]
-fn logout_without_revocation_warns_and_still_deletes() {
+fn logout_keeps_the_login_when_revocation_fails_unless_local() {
     let idp = the_idp();
     let home = QshHome::new(idp);
     {
@@ -917,19 +917,29 @@ fn logout_without_revocation_warns_and_still_deletes() {
         fault_on(idp, "revocation", "html", 20);
         let out = run(idp, &home, &["logout", "--context", USER_CONTEXT]);
         idp.clear_fault();
-        out.expect(0, "logout with a failing revocation endpoint");
+        assert_ne!(
+            out.code,
+            Some(0),
+            "logout with a failing revocation endpoint: {out}"
+        );
         assert!(
-            out.stderr.contains("could not revoke") && out.stderr.contains("stays valid"),
+            out.stderr.contains("could not revoke")
+                && out.stderr.contains("kept")
+                && out.stderr.contains("--local"),
             "{out}"
         );
         assert!(!out.stdout.contains("revoked the refresh token"), "{out}");
     }
     let _g = shared();
-    assert!(!file.exists(), "the credentials file is gone anyway");
+    assert!(
+        file.exists(),
+        "the credentials are kept, for a later revocation"
+    );
+    assert_eq!(stored_tokens(&home).refresh_token, Some(old_rt.clone()));
     let oauth = home.broker(idp, USER_CONTEXT).oauth().unwrap();
     assert!(
         oauth.refresh(&old_rt).is_ok(),
-        "as the warning says, the refresh token is still valid at the IdP"
+        "the refresh token is still valid at the IdP"
     );
 
     home.device_login(idp, "mallory");
@@ -937,9 +947,9 @@ fn logout_without_revocation_warns_and_still_deletes() {
     let out = run(
         idp,
         &home,
-        &["logout", "--context", USER_CONTEXT, "--no-revoke"],
+        &["logout", "--context", USER_CONTEXT, "--local"],
     );
-    out.expect(0, "logout --no-revoke");
+    out.expect(0, "logout --local");
     assert!(out.stdout.contains("not revoked"), "{out}");
     assert!(!file.exists());
     assert!(

@@ -478,8 +478,9 @@ impl Broker {
         self.store.save(&key, &self.provider.context, &tokens)
     }
 
-    /// Deletes the stored login; revokes the refresh token first if `revoke` (best effort: the
-    /// local credentials are removed even if revocation fails).
+    /// Deletes the stored login; revokes the refresh token first if `revoke`. If revocation was
+    /// asked for and failed (IdP down), the credentials are kept, so that the still valid
+    /// refresh token can be revoked later.
     pub fn logout(&self, revoke: bool) -> Result<LogoutOutcome> {
         let key = self.provider.cache_key();
         let _lock = self
@@ -500,8 +501,12 @@ impl Broker {
                 }
             }
         };
+        let removed = match revocation {
+            Revocation::Failed(_) => false,
+            _ => self.store.remove(&key)?,
+        };
         Ok(LogoutOutcome {
-            removed: self.store.remove(&key)?,
+            removed,
             revocation,
         })
     }

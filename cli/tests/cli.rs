@@ -1053,3 +1053,66 @@ fn sigterm_during_a_renewal_does_not_lose_the_login() {
     let token = cli_token(idp, &home);
     assert!(idp.accepts(&token));
 }
+
+/// A lock wait on a terminal says what it waits for (after about a second), without -v.
+#[test]
+fn a_lock_wait_on_a_terminal_says_what_it_waits_for() {
+    let idp = the_idp();
+    let _g = shared();
+    let home = QshHome::new(idp);
+    home.device_login(idp, "olivia");
+    set_access_token_left(&home, -60);
+    let lock = format!("{}.lock", home.credentials_file(USER_CONTEXT).display());
+    // Another process holds the store lock for 3 s (as a slow renewal would).
+    let (tx, rx) = mpsc::channel();
+    let mut holder = Command::new("flock")
+        .args(["-x", &lock, "-c", "echo locked; sleep 3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(holder.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        let mut l = String::new();
+        let _ = out.read_line(&mut l);
+        let _ = tx.send(l);
+    });
+    assert_eq!(rx.recv_timeout(TIMEOUT).unwrap().trim(), "locked");
+    // `script` gives qlam-auth a terminal for stderr.
+    let inner = format!(
+        "{} token --context {USER_CONTEXT} >/dev/null",
+        env!("CARGO_BIN_EXE_qlam-auth")
+    );
+    let o = qlam_auth(idp, &home)
+        .env_remove("SSH_CONNECTION")
+        .program_from("script", &["-qfec", &inner, "/dev/null"]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let _ = holder.wait();
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("waiting for another process")
+            && text.contains(&lock)
+            && text.contains(USER_CONTEXT),
+        "{text}"
+    );
+    // Without a terminal (a script), nothing is said unless -v.
+    let quiet = run(idp, &home, &["token", "--context", USER_CONTEXT]);
+    assert!(!quiet.stderr.contains("waiting"), "{quiet}");
+}
+
+/// Runs another program with `Command`'s environment (a test helper).
+trait ProgramFrom {
+    fn program_from(&mut self, program: &str, args: &[&str]) -> std::process::Output;
+}
+
+impl ProgramFrom for Command {
+    fn program_from(&mut self, program: &str, args: &[&str]) -> std::process::Output {
+        let mut c = Command::new(program);
+        c.args(args).env_clear();
+        for (k, v) in self.get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+        c.stdin(Stdio::null()).output().unwrap()
+    }
+}

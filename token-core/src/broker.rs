@@ -312,7 +312,11 @@ impl Broker {
             &key,
             opts.lock_timeout,
             &mut |waited| {
-                log::info!(target: "qlam_auth", "waiting for the credentials lock of context '{context}' ({} s)", waited.as_secs());
+                // Target `qlam_auth::lock_wait`: the CLI shows it on a terminal without -v.
+                let secs = waited.as_secs();
+                if secs <= 1 || secs % 5 == 0 {
+                    log::info!(target: "qlam_auth::lock_wait", "waiting for another process that is renewing the token of context '{context}' (it holds {}.lock; {secs} s so far, at most {} s)", self.credentials_path().display(), opts.lock_timeout.as_secs());
+                }
             },
             &mut || match self.store.load(&key) {
                 Ok(Some(s)) if s.tokens.valid_for(Timestamp::now(), opts.min_valid) => {

@@ -57,7 +57,8 @@ AUTH_BASE_URL and QLAM_AUDIENCE set, `qlam-auth token` uses the implicit context
 and shared under the same lock (QLAM_TOKEN_CACHE, QLAM_TOKEN_BUDGET: see docs/m2m.md).
 
 Admin helpers: `qlam-auth completions bash|zsh|fish|elvish|powershell` prints a shell
-completion script; `qlam-auth man > qlam-auth.1` writes the man page.
+completion script; `qlam-auth man --dir /usr/local/share/man/man1` writes the man pages (one per
+subcommand: `man qlam-auth-login`).
 
 ",
         exit_codes!()
@@ -145,6 +146,7 @@ revoke it. --local (or --no-revoke) deletes the local credentials without revoki
     #[command(after_help = "Examples:
   qlam-auth doctor
   qlam-auth doctor --context prod -v
+  qlam-auth doctor --json | jq '.checks[] | select(.level == \"fail\")'
 
 Each check prints ok, warn, FAIL or info, with the fix. Exit status 1 if any check FAILs.")]
     Doctor(DoctorArgs),
@@ -161,12 +163,19 @@ Each check prints ok, warn, FAIL or info, with the fix. Exit status 1 if any che
         shell: clap_complete::Shell,
     },
 
-    /// Print the man page (roff) to stdout (for packagers and admins).
+    /// Print the man page (roff) to stdout, or write one page per subcommand (for packagers and
+    /// admins).
     #[command(
         hide = true,
-        after_help = "Example:\n  qlam-auth man > /usr/local/share/man/man1/qlam-auth.1"
+        after_help = "Examples:\n  qlam-auth man > /usr/local/share/man/man1/qlam-auth.1\n  \
+qlam-auth man --dir /usr/local/share/man/man1   # qlam-auth.1, qlam-auth-login.1, ...\n\n\
+The top page lists the subcommands as qlam-auth-login(1), qlam-auth-config-init(1), ..."
     )]
-    Man,
+    Man {
+        /// Write qlam-auth.1 and a page for every subcommand into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// `login`.
@@ -338,6 +347,9 @@ pub struct DoctorArgs {
     /// The qsh context (default: current_context of the config).
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
+    /// Print JSON: {"context", "ok", "checks": [{"level", "check", "detail", "fix"}]}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]
@@ -348,6 +360,27 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_man_page_for_every_subcommand_and_the_top_page_refers_to_them() {
+        let dir = tempfile::tempdir().unwrap();
+        clap_mangen::generate_to(Cli::command(), dir.path()).unwrap();
+        let mut top = Vec::new();
+        clap_mangen::Man::new(Cli::command())
+            .render(&mut top)
+            .unwrap();
+        let top = String::from_utf8(top).unwrap();
+        for sub in Cli::command()
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set())
+        {
+            let page = dir.path().join(format!("qlam-auth-{}.1", sub.get_name()));
+            assert!(page.is_file(), "{}", page.display());
+            let roff_name = format!("qlam\\-auth\\-{}(1)", sub.get_name().replace('-', "\\-"));
+            assert!(top.contains(&roff_name), "the top page names {roff_name}");
+        }
+        assert!(dir.path().join("qlam-auth-config-show.1").is_file());
     }
 
     #[test]

@@ -27,7 +27,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
             clap_complete::generate(shell, &mut Cli::command(), "qlam-auth", &mut out);
             write_out(&out)
         }
-        Command::Man => {
+        Command::Man { dir: Some(dir) } => {
+            clap_mangen::generate_to(Cli::command(), &dir).map_err(|e| {
+                Failure::msg(
+                    format!(
+                        "cannot write the man pages into {} ({e}); create the directory or \
+                         choose another with --dir",
+                        dir.display()
+                    ),
+                    exit::OTHER,
+                )
+            })?;
+            ui::say(&format!("Wrote the man pages into {}.\n", dir.display()));
+            Ok(())
+        }
+        Command::Man { dir: None } => {
             let mut out = Vec::new();
             clap_mangen::Man::new(Cli::command())
                 .render(&mut out)

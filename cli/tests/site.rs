@@ -184,9 +184,25 @@ fn a_site_file_others_can_change_is_refused_with_the_fix() {
     assert!(t.contains("chown root:root"), "{t}");
     std::os::unix::fs::chown(&site.path, Some(0), Some(0)).unwrap();
     chmod(site.path.parent().unwrap(), 0o777);
-    let o = run(idp, home.path(), &site.path, &["doctor"]);
-    let t = text(&o);
-    assert!(t.contains("chmod 755"), "the directory too: {t}");
+    let o = run(idp, home.path(), &site.path, &["doctor", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "doctor fails: {}", text(&o));
+    let v: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(v["ok"], false, "{v}");
+    let site_check = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "site file")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(site_check["level"], "fail", "{v}");
+    assert!(
+        site_check["fix"]
+            .as_str()
+            .unwrap_or("")
+            .contains("chmod 755"),
+        "the directory too: {v}"
+    );
 }
 
 #[test]

@@ -108,6 +108,33 @@ pub fn run(args: &DoctorArgs) -> Result<(), Failure> {
     check_filesystem(&paths.credentials_dir, &mut checks);
     checks.push(check_plugstack());
 
+    let fails = checks.iter().filter(|c| c.level == Level::Fail).count();
+    if args.json {
+        let list: Vec<serde_json::Value> = checks
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "level": c.level.label().to_ascii_lowercase(),
+                    "check": c.what,
+                    "detail": c.detail,
+                    "fix": c.fix,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "context": provider.as_ref().map(|p| p.context.clone()),
+            "ok": fails == 0,
+            "checks": list,
+        });
+        let text = serde_json::to_string_pretty(&v)
+            .map_err(|e| Failure::msg(e.to_string(), exit::OTHER))?;
+        ui::say(&format!("{text}\n"));
+        return if fails > 0 {
+            Err(Failure::Reported(exit::OTHER))
+        } else {
+            Ok(())
+        };
+    }
     let mut out = format!(
         "qlam-auth doctor{}\n",
         provider

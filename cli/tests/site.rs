@@ -349,3 +349,56 @@ fn a_wrong_issuer_url_is_a_config_error_naming_the_url_and_what_is_there() {
     assert_eq!(o.status.code(), Some(11), "{t}");
     assert!(t.contains("404"), "{t}");
 }
+
+#[test]
+fn a_login_the_idp_refused_is_reported_by_status_and_doctor_offline() {
+    let idp = the_idp();
+    let _g = shared();
+    let home = QshHome::new(idp);
+    home.device_login(idp, "bob");
+    home.expire_access_token(USER_CONTEXT);
+    let no_site = Path::new("/nonexistent/site.json");
+    let cmd = |args: &[&str]| {
+        qlam_auth(idp, home.dir.path(), no_site)
+            .env("QSH_CONFIG_DIR", &home.paths.config_dir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Before anything was tried, a stored refresh token looks usable.
+    let o = cmd(&["status", "--context", USER_CONTEXT]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    idp.revoke_user("bob");
+    let o = cmd(&["token", "--context", USER_CONTEXT]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    // From now on status and doctor say so, without asking the IdP again.
+    let o = cmd(&["status", "--context", USER_CONTEXT]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{t}");
+    assert!(
+        t.contains("expired or was revoked") && t.contains("qlam-auth login"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("problems:      none") && !t.contains("problems: none"),
+        "{t}"
+    );
+    let o = cmd(&["doctor", "--context", USER_CONTEXT, "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["level"] != "ok"
+                && c["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("expired or was revoked")),
+        "{v}"
+    );
+    // A new login makes the marker moot.
+    home.device_login(idp, "bob");
+    let o = cmd(&["status", "--context", USER_CONTEXT]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

@@ -41,20 +41,26 @@ tokens for scripts. Slurm jobs get their tokens from the qlam SPANK plugin, whic
 store; refreshes are coordinated by a lock so that parallel jobs never lose the login.",
     after_help = concat!(
         "Examples:
-  # once (or let your site ship ~/.qsh/config.json):
+  qlam-auth login                 # on a cluster with a site file: nothing else to set up
+  # elsewhere, once, with the values your site gives you:
   qlam-auth config init --issuer https://login.example.org --client-id qlam-cli
   qlam-auth login                 # device code over ssh, browser on a desktop
+  qlam-auth config show           # each setting in use, and where it comes from
   qlam-auth status
   curl -H \"Authorization: Bearer $(qlam-auth token)\" https://api.example.org/v1/me
   qlam-auth doctor                # when something does not work
   qlam-auth logout
 
 Files: ~/.qsh/config.json and ~/.qsh/credentials/ (QLAM Core's layout); QSH_CONFIG_DIR and
-QSH_CONFIG move them. SSL_CERT_FILE names a CA bundle to trust besides the system's.
+QSH_CONFIG move them. The site file /etc/qlam-auth/site.json (QLAM_AUTH_SITE_FILE moves it)
+gives the site's default contexts. Precedence: --context > ~/.qsh/config.json > site file.
+SSL_CERT_FILE names a CA bundle to trust besides the system's.
 
 Pipelines (client credentials) need no config file: with QLAM_CLIENT_ID, QLAM_CLIENT_SECRET,
 AUTH_BASE_URL and QLAM_AUDIENCE set, `qlam-auth token` uses the implicit context `env`, cached
-and shared under the same lock (QLAM_TOKEN_CACHE, QLAM_TOKEN_BUDGET: see docs/m2m.md).
+and shared under the same lock (QLAM_TOKEN_CACHE, QLAM_TOKEN_BUDGET: see docs/m2m.md). When a
+~/.qsh/config.json exists it wins, and the variables are ignored with a warning: pass
+--context env to use them.
 
 Admin helpers: `qlam-auth completions bash|zsh|fish|elvish|powershell` prints a shell
 completion script; `qlam-auth man --dir /usr/local/share/man/man1` writes the man pages (one per

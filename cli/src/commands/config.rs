@@ -511,7 +511,7 @@ pub fn init(args: &InitArgs) -> Result<(), Failure> {
         ));
     } else if merged.current.as_deref() != Some(args.context.as_str()) {
         s.push_str(&format!(
-            "  the current context stays '{}': use --context {} with the other commands, or `qsh config use-context {}`\n",
+            "  the current context stays '{}': use --context {} with the other commands, or `qlam-auth use-context {}`\n",
             merged.current.as_deref().unwrap_or("?"),
             args.context,
             args.context

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests of qlam-auth on a real single-node Slurm with the real test IdP.
 #
-#   sudo bash tests/e2e/run.sh
+#   bash tests/e2e/run.sh          (as root; sudo is not needed)
 #
 # Builds the release binaries, brings up Slurm (tests/slurm/up.sh) and the test IdP
 # (tests/idp/start.sh), creates the users qa1..qa6, writes their ~/.qsh/config.json with

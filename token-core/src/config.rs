@@ -608,17 +608,11 @@ impl Config {
                 (site_path, format!("contexts[{i}]"), &site_ctx)
             }
         };
-        let cfg_for_ctx = Config {
-            path,
-            root: Value::Null,
-            site: None,
-            exists: true,
-        };
-        cfg_for_ctx.provider_in(name, ctx, &at, env)
+        Self::provider_in(&path, name, ctx, &at, env)
     }
 
     fn provider_in(
-        &self,
+        path: &Path,
         name: &str,
         ctx: &Value,
         at: &str,
@@ -626,15 +620,15 @@ impl Config {
     ) -> Result<ProviderConfig> {
         let ctx = ctx
             .as_object()
-            .ok_or_else(|| Error::config(&self.path, at, "must be an object"))?;
+            .ok_or_else(|| Error::config(path, at, "must be an object"))?;
         let wanted = match ctx.get("defaults") {
             Some(Value::Object(d)) => {
-                field_str(d, "auth_provider", &self.path, &format!("{at}.defaults"))?
+                field_str(d, "auth_provider", path, &format!("{at}.defaults"))?
             }
             None | Some(Value::Null) => None,
             Some(_) => {
                 return Err(Error::config(
-                    &self.path,
+                    path,
                     format!("{at}.defaults"),
                     "must be an object",
                 ));
@@ -645,7 +639,7 @@ impl Config {
             None | Some(Value::Null) => &[],
             Some(_) => {
                 return Err(Error::config(
-                    &self.path,
+                    path,
                     format!("{at}.auth_providers"),
                     "must be a list",
                 ));
@@ -663,7 +657,7 @@ impl Config {
                 .find(|(_, p)| p.get("name").and_then(Value::as_str) == Some(w))
                 .ok_or_else(|| {
                     Error::config(
-                        &self.path,
+                        path,
                         format!("{at}.defaults.auth_provider"),
                         format!(
                             "names '{w}', but context '{name}' has no oauth provider of that name"
@@ -673,7 +667,7 @@ impl Config {
             None if oauth.len() == 1 => oauth[0],
             None => {
                 return Err(Error::config(
-                    &self.path,
+                    path,
                     format!("{at}.defaults.auth_provider"),
                     format!(
                         "context '{name}' has {} oauth providers: name the one to use here",
@@ -682,17 +676,17 @@ impl Config {
                 ));
             }
         };
-        self.parse_provider(name, p, &format!("{at}.auth_providers[{pidx}]"), env)
+        Self::parse_provider(path, name, p, &format!("{at}.auth_providers[{pidx}]"), env)
     }
 
     fn parse_provider(
-        &self,
+        path: &Path,
         context: &str,
         p: &Map<String, Value>,
         at: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ProviderConfig> {
-        let path = &self.path;
+        let path = path;
         let get = |k: &str| field_str(p, k, path, at);
         let need = |k: &str| -> Result<String> {
             get(k)?
@@ -746,7 +740,7 @@ impl Config {
             tenant: get("tenant")?.map(str::to_owned),
             subject_token_type: get("subject_token_type")?.map(str::to_owned),
             subject_token: get("subject_token")?.map(str::to_owned),
-            config_path: path.clone(),
+            config_path: path.to_path_buf(),
             env: EnvSnapshot::default(),
         }
         .with_env(env))
@@ -829,6 +823,35 @@ mod tests {
         let http = GOOD.replace("https://idp.example/", "http://idp.example");
         let e = cfg(&http).unwrap().provider(None).unwrap_err().to_string();
         assert!(e.contains("plain http"), "{e}");
+    }
+
+    #[test]
+    fn the_site_file_is_behind_the_users_config() {
+        let site = crate::site::Site::from_bytes(
+            Path::new("/etc/qlam-auth/site.json"),
+            br#"{"default_context": "hpc", "contexts": [
+                {"name": "prod", "issuer": "https://site.example", "client_id": "site-prod"},
+                {"name": "hpc", "issuer": "https://site.example", "client_id": "site-hpc"}]}"#,
+        )
+        .unwrap();
+        let c = cfg(GOOD).unwrap().with_site(Some(site.clone()));
+        let p = c.provider(Some("prod")).unwrap();
+        assert_eq!(p.client_id, "cli", "the user's context wins");
+        assert_eq!(p.config_path, Path::new("/t/config.json"));
+        let p = c.provider(Some("hpc")).unwrap();
+        assert_eq!(p.client_id, "site-hpc");
+        assert_eq!(p.config_path, Path::new("/etc/qlam-auth/site.json"));
+        assert_eq!(p.cache_key(), "oauth_hpc_qlam");
+        assert_eq!(c.current_context(), Some("prod"));
+        assert_eq!(c.current_context_origin(), Some(Origin::UserConfig));
+        assert_eq!(c.context_names(), ["prod", "m2m", "hpc"]);
+        let e = c.provider(Some("hcp")).unwrap_err().to_string();
+        assert!(e.contains("did you mean 'hpc'"), "{e}");
+        // No current context of the user's own: the site's default.
+        let mut none = cfg(GOOD).unwrap().with_site(Some(site));
+        none.json_mut()["current_context"] = Value::Null;
+        assert_eq!(none.current_context(), Some("hpc"));
+        assert_eq!(none.current_context_origin(), Some(Origin::SiteFile));
     }
 
     #[test]

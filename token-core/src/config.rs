@@ -686,7 +686,6 @@ impl Config {
         at: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ProviderConfig> {
-        let path = path;
         let get = |k: &str| field_str(p, k, path, at);
         let need = |k: &str| -> Result<String> {
             get(k)?

@@ -134,6 +134,18 @@ fn a_first_login_with_only_the_site_file_is_read_by_qlam_core() {
         assert!(t.contains(want), "config show names {want}: {t}");
     }
 
+    let o = run(idp, home.path(), &site.path, &["doctor", "--json"]);
+    let v: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let settings = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "settings")
+        .unwrap_or_else(|| panic!("doctor prints the settings: {v}"));
+    let d = settings["detail"].as_str().unwrap();
+    assert!(d.contains("client_id qlam-cli (site file)"), "{d}");
+
     let (code, out) = first_login(idp, home.path(), &site.path, "alice");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("Logged in to context 'hpc'"), "{out}");

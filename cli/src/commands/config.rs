@@ -324,13 +324,14 @@ pub fn adopt_site_context(
     Ok(Some(paths.config_file.clone()))
 }
 
-/// Runs `config show`.
-pub fn show(args: &ShowArgs) -> Result<(), Failure> {
+/// Each effective setting of `context` (default: the current one), with where it comes from
+/// (`config show` and `doctor`).
+pub fn effective_settings(
+    config: &Config,
+    context: Option<&str>,
+) -> Result<Vec<(&'static str, String, token_core::config::Origin)>, Failure> {
     use token_core::config::Origin;
-    let paths = QshPaths::from_process_env()?;
-    let site_path = super::site_file();
-    let config = super::load_config(&paths)?;
-    let (name, name_origin) = match args.context.as_deref().filter(|c| !c.is_empty()) {
+    let (name, name_origin) = match context.filter(|c| !c.is_empty()) {
         Some(c) => (Some(c.to_owned()), Some(Origin::CommandLine)),
         None => (
             config.current_context().map(str::to_owned),
@@ -350,7 +351,7 @@ pub fn show(args: &ShowArgs) -> Result<(), Failure> {
     } else {
         ctx_origin
     };
-    let rows: Vec<(&str, String, Origin)> = vec![
+    Ok(vec![
         (
             "context",
             provider.context.clone(),
@@ -375,7 +376,15 @@ pub fn show(args: &ShowArgs) -> Result<(), Failure> {
             provider.scope.clone().unwrap_or_else(|| "-".into()),
             scope_origin,
         ),
-    ];
+    ])
+}
+
+/// Runs `config show`.
+pub fn show(args: &ShowArgs) -> Result<(), Failure> {
+    let paths = QshPaths::from_process_env()?;
+    let site_path = super::site_file();
+    let config = super::load_config(&paths)?;
+    let rows = effective_settings(&config, args.context.as_deref())?;
     let present = |b: bool| if b { "present" } else { "absent" };
     let site_present = config.site().is_some();
     if args.json {

@@ -205,6 +205,19 @@ fn check_config(
         }
     };
     let config = match Config::load_with_site(paths, site) {
+        Ok(c) => {
+            if let Ok(rows) = super::config::effective_settings(&c, context) {
+                let text: Vec<String> = rows
+                    .iter()
+                    .map(|(k, v, o)| format!("{k} {v} ({})", o.as_str()))
+                    .collect();
+                checks.push(check(Level::Info, "settings", text.join(", ")));
+            }
+            Ok(c)
+        }
+        Err(e) => Err(e),
+    };
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             checks.push(Check::from_error("config", &e));

@@ -13,7 +13,7 @@
 //! * A job gets a token when it asks (`--qlam-auth[=CONTEXT]`) or, with automatic injection
 //!   (plugstack `inject=auto` or the site file; `QLAM_AUTH_INJECT` in the job's environment is
 //!   the user's own default), when it did not say `--qlam-auth=no`. A job that did not ask is
-//!   never refused or failed for a token problem: it runs without one ([`job_request`]).
+//!   never refused or failed for a token problem: it runs without one (`job_request`).
 //! * No allowed issuers (neither `issuers=` nor the site file's): no token at all, fail closed.
 #![forbid(unsafe_code)]
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Per-step cost of the plugin when the user's token is valid (run by hand, not in CI):
 #
-#   sudo bash bench/step_cost.sh          # 100 runs of each
-#   sudo bash bench/step_cost.sh 300
+#   bash bench/step_cost.sh          # 100 runs of each
+#   bash bench/step_cost.sh 300
 #
 # Brings up the local Slurm and test IdP (as the demo does), logs a user in, installs the plugin,
 # then runs `srun true` and `srun --qlam-auth true` alternately N times each as that user and
@@ -36,7 +36,7 @@ mkdir -p "$RUN" && chmod 0755 "$ROOT/tests/.run" "$RUN"
 bash "$ROOT/tests/slurm/up.sh" "$SLURM_STATE" >/dev/null
 ISSUER=$(start_idp "$IDP_STATE" "$U:$U-pw")
 install -m 0644 "$IDP_STATE/ca.pem" "$CA"
-bash "$ROOT/tests/slurm/install-plugin.sh" "$ROOT/target/release/libqlam_spank.so" "ca_bundle=$CA" \
+bash "$ROOT/tests/slurm/install-plugin.sh" "$ROOT/target/release/libqlam_spank.so" "ca_bundle=$CA issuers=$ISSUER" \
     --state "$SLURM_STATE" >/dev/null
 bash "$ROOT/tests/slurm/users.sh" "$U" >/dev/null
 H=$(user_home "$U")

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The qlam-auth demo: a Slurm job gets a valid OAuth access token from the user's login.
 #
-#   sudo bash demo/run.sh
+#   bash demo/run.sh            (as root; sudo is not needed)
 #
 # On a fresh Debian 12 machine, as root: installs what it needs (tests/slurm/install-deps.sh;
 # a Rust toolchain must be on PATH), builds qlam-auth and the SPANK plugin, brings up a
 # single-node Slurm and a local test identity provider (https://127.0.0.1:PORT, with its own
-# CA), creates the user `demo`, and then, as that user:
+# CA), writes the site file (what an admin sets up once: the default context, the allowed
+# issuers), creates the user `demo`, and then, as that user:
 #
-#   qlam-auth config init ...     # point the CLI at the identity provider
-#   qlam-auth login               # device code: URL, code, QR code (approved "on the phone")
+#   qlam-auth login               # no flags: the site file names the identity provider;
+#                                 # device code: URL, code, QR code (approved "on the phone")
 #   qlam-auth status
 #   sbatch --qlam-auth job.sh     # the job finds its token in $BEARER_TOKEN_FILE
 #
@@ -36,7 +37,7 @@ quiet() { # run a command; show its output only if it fails
     [ "$rc" = 0 ] || { tail -n 30 "$log" >&2; rm -f "$log"; die "failed: $*"; }
     rm -f "$log"
 }
-[ "$(id -u)" -eq 0 ] || die "run it as root: sudo bash demo/run.sh"
+[ "$(id -u)" -eq 0 ] || die "run it as root (a root shell: bash demo/run.sh)"
 
 LOGIN_PID=
 cleanup() {
@@ -77,9 +78,24 @@ ISSUER=$(start_idp "$IDP_STATE" "$DEMO_USER:$DEMO_USER-pw") || die "the identity
 install -m 0644 "$IDP_STATE/ca.pem" "$CA"   # its CA, readable by users and by the plugin
 echo "issuer: $ISSUER  (TLS with a test CA: $CA)"
 
+step "the admin's site file (on a cluster: /etc/qlam-auth/site.json; the demo keeps it in $RUN)"
+SITE=$RUN/site.json
+cat >"$SITE" <<JSON
+{
+  "default_context": "default",
+  "contexts": [
+    { "name": "default", "issuer": "$ISSUER", "client_id": "qlam-cli",
+      "audience": "https://slurm.example/api", "tenant": "demo" }
+  ],
+  "issuers": ["$ISSUER"]
+}
+JSON
+chmod 0644 "$SITE"
+cat "$SITE"
+
 step "installing the SPANK plugin (plugstack.conf.d/qlam-auth.conf)"
 quiet bash "$ROOT/tests/slurm/install-plugin.sh" "$ROOT/target/release/libqlam_spank.so" \
-    "ca_bundle=$CA" --state "$SLURM_STATE"
+    "ca_bundle=$CA site=$SITE" --state "$SLURM_STATE"
 cat /etc/slurm/plugstack.conf.d/qlam-auth.conf
 
 step "creating the user '$DEMO_USER'"
@@ -89,22 +105,17 @@ rm -rf "$HOME_DIR/.qsh" "$HOME_DIR"/demo-*.out "$HOME_DIR/job.sh"
 id "$DEMO_USER"
 
 # --- the user's side -----------------------------------------------------------------------------
-step "as $DEMO_USER: point qlam-auth at the identity provider (once; a site may ship this file)"
-cmd=(qlam-auth config init --issuer "$ISSUER" --client-id qlam-cli
-     --audience https://slurm.example/api --tenant demo)
+step "as $DEMO_USER: qlam-auth login (no ~/.qsh yet, no flags)"
 run_as "export SSL_CERT_FILE=$CA   # trust the local test IdP's CA (not needed with a real IdP)"
-run_as "${cmd[*]}"
-as_user "$DEMO_USER" "${cmd[@]}"
-ls -la "$HOME_DIR/.qsh"
-
-step "as $DEMO_USER: qlam-auth login"
+run_as "export QLAM_AUTH_SITE_FILE=$SITE   # only because the demo's site file is not in /etc"
 run_as "qlam-auth login"
 # In a terminal (script(1) gives it one) the CLI draws a QR code of the login link. The demo
 # plays the user's phone: it reads the code from the screen and approves it in the identity
 # provider's real web pages (tests/idp/approve.mjs: login form, password, consent).
 out=$RUN/login.out
 : >"$out"
-as_user "$DEMO_USER" script -qfec "qlam-auth login" /dev/null </dev/null >"$out" 2>&1 &
+as_user "$DEMO_USER" env QLAM_AUTH_SITE_FILE="$SITE" script -qfec "qlam-auth login" /dev/null \
+    </dev/null >"$out" 2>&1 &
 LOGIN_PID=$!
 # The screen as a person sees it: no spinner redraws, no colour codes.
 screen() { sed 's/\r$//; s/\x1b\[2K//g' "$out" | awk -F'\r' '{print $NF}' | sed 's/\x1b\[[0-9;]*m//g'; }
@@ -129,6 +140,8 @@ LOGIN_PID=
 sed 's/\r$//; s/\x1b\[2K//g' "$out" | tail -n +"$((n_shown + 1))" | awk -F'\r' '{print $NF}' |
     sed 's/\x1b\[[0-9;]*m//g' | grep -v -e 'Waiting for you' -e '^$' || true
 [ "$rc" = 0 ] || die "qlam-auth login exited $rc"
+echo "(the login wrote ~/.qsh/config.json from the site file, in the format QLAM Core reads)"
+ls -la "$HOME_DIR/.qsh"
 
 step "as $DEMO_USER: qlam-auth status"
 run_as "qlam-auth status"

@@ -3,7 +3,7 @@
 # real test IdP and the real qlam-core, SSH certificates against a real sshd, and end-to-end
 # tests on a real single-node Slurm.
 #
-#   sudo bash tests/run-all.sh
+#   bash tests/run-all.sh       (as root; sudo is not needed)
 #
 # On a fresh Debian 12 machine (as root) it installs what it needs first (apt: Slurm, munge,
 # libslurm-dev, libclang-dev, node/npm if missing, python3-venv, openssh-server (not started)

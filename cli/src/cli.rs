@@ -18,6 +18,7 @@ macro_rules! exit_codes {
   8    credentials store or permission problem (the message says how to fix it)
   9    timed out waiting for the credentials lock (another process is refreshing)
   10   monthly token budget exhausted
+  11   the issuer URL is wrong (nothing answers discovery there, or it names another issuer)
   20   ssh: the API key was refused (401/403): rotate it (docs/ssh.md)
   21   ssh check: there is no certificate
   22   ssh check: the certificate has expired, is not valid yet, or lapses within --min-valid
@@ -46,26 +47,33 @@ tokens for scripts. Slurm jobs get their tokens from the qlam SPANK plugin, whic
 store; refreshes are coordinated by a lock so that parallel jobs never lose the login.",
     after_help = concat!(
         "Examples:
-  # once (or let your site ship ~/.qsh/config.json):
+  qlam-auth login                 # on a cluster with a site file: nothing else to set up
+  # elsewhere, once, with the values your site gives you:
   qlam-auth config init --issuer https://login.example.org --client-id qlam-cli
   qlam-auth login                 # device code over ssh, browser on a desktop
+  qlam-auth config show           # each setting in use, and where it comes from
   qlam-auth status
   curl -H \"Authorization: Bearer $(qlam-auth token)\" https://api.example.org/v1/me
   qlam-auth doctor                # when something does not work
   qlam-auth logout
 
 Files: ~/.qsh/config.json and ~/.qsh/credentials/ (QLAM Core's layout); QSH_CONFIG_DIR and
-QSH_CONFIG move them. SSL_CERT_FILE names a CA bundle to trust besides the system's.
+QSH_CONFIG move them. The site file /etc/qlam-auth/site.json (QLAM_AUTH_SITE_FILE moves it)
+gives the site's default contexts. Precedence: --context > ~/.qsh/config.json > site file.
+SSL_CERT_FILE names a CA bundle to trust besides the system's.
 
 Pipelines (client credentials) need no config file: with QLAM_CLIENT_ID, QLAM_CLIENT_SECRET,
 AUTH_BASE_URL and QLAM_AUDIENCE set, `qlam-auth token` uses the implicit context `env`, cached
-and shared under the same lock (QLAM_TOKEN_CACHE, QLAM_TOKEN_BUDGET: see docs/m2m.md).
+and shared under the same lock (QLAM_TOKEN_CACHE, QLAM_TOKEN_BUDGET: see docs/m2m.md). When a
+~/.qsh/config.json exists it wins, and the variables are ignored with a warning: pass
+--context env to use them.
 
 Service accounts whose API key buys short-lived SSH certificates: `qlam-auth ssh sign`,
 `qlam-auth ssh check` and `qlam-auth ssh config HOST` (docs/ssh.md).
 
 Admin helpers: `qlam-auth completions bash|zsh|fish|elvish|powershell` prints a shell
-completion script; `qlam-auth man > qlam-auth.1` writes the man page.
+completion script; `qlam-auth man --dir /usr/local/share/man/man1` writes the man pages (one per
+subcommand: `man qlam-auth-login`).
 
 ",
         exit_codes!()
@@ -102,6 +110,17 @@ forward the port (ssh -L PORT:127.0.0.1:PORT) or use --device.")]
     #[command(subcommand)]
     Config(ConfigCommand),
 
+    /// Make NAME the current context (in ~/.qsh/config.json, as `qsh config use-context` does).
+    #[command(after_help = "Examples:
+  qlam-auth use-context prod
+  qlam-auth config show          # the contexts there are, and where each setting comes from
+
+A context that only the site file defines is copied into ~/.qsh/config.json first.")]
+    UseContext {
+        /// The context to make current.
+        name: String,
+    },
+
     /// Show who is logged in and how long the tokens last (offline).
     #[command(after_help = "Examples:
   qlam-auth status                  # the current context
@@ -131,15 +150,18 @@ deferred until the renewal is saved (exit 143).
     /// Revoke the refresh token at the identity provider and delete the stored login.
     #[command(after_help = "Examples:
   qlam-auth logout
-  qlam-auth logout --context prod --no-revoke   # only delete the local credentials
+  qlam-auth logout --context prod --local       # only delete the local credentials
 
-A failed revocation is reported as a warning; the local credentials are deleted anyway.")]
+If the identity provider cannot revoke the refresh token (it is down), nothing is deleted and the
+exit status is non-zero: the token is still valid there, and a later `qlam-auth logout` can
+revoke it. --local (or --no-revoke) deletes the local credentials without revoking.")]
     Logout(LogoutArgs),
 
     /// Check the setup (config, permissions, identity provider, clock, locking, Slurm plugin).
     #[command(after_help = "Examples:
   qlam-auth doctor
   qlam-auth doctor --context prod -v
+  qlam-auth doctor --json | jq '.checks[] | select(.level == \"fail\")'
 
 Each check prints ok, warn, FAIL or info, with the fix. Exit status 1 if any check FAILs.")]
     Doctor(DoctorArgs),
@@ -160,12 +182,19 @@ Each check prints ok, warn, FAIL or info, with the fix. Exit status 1 if any che
         shell: clap_complete::Shell,
     },
 
-    /// Print the man page (roff) to stdout (for packagers and admins).
+    /// Print the man page (roff) to stdout, or write one page per subcommand (for packagers and
+    /// admins).
     #[command(
         hide = true,
-        after_help = "Example:\n  qlam-auth man > /usr/local/share/man/man1/qlam-auth.1"
+        after_help = "Examples:\n  qlam-auth man > /usr/local/share/man/man1/qlam-auth.1\n  \
+qlam-auth man --dir /usr/local/share/man/man1   # qlam-auth.1, qlam-auth-login.1, ...\n\n\
+The top page lists the subcommands as qlam-auth-login(1), qlam-auth-config-init(1), ..."
     )]
-    Man,
+    Man {
+        /// Write qlam-auth.1 and a page for every subcommand into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 
     /// Keep a Slurm job's token file valid while the job runs (started by the SPANK plugin).
     #[command(hide = true)]
@@ -209,6 +238,9 @@ pub struct JobRenewerArgs {
     /// An allowed issuer (plugstack issuers=); repeatable.
     #[arg(long = "issuer", value_name = "URL")]
     pub issuers: Vec<String>,
+    /// The site file (plugstack site=): its contexts stand behind the user's config.
+    #[arg(long, value_name = "FILE")]
+    pub site_file: Option<std::path::PathBuf>,
     /// Outside Slurm (benchmarks, tests): the job runs while this process lives, instead of
     /// while a slurmstepd of the job runs on the node.
     #[arg(long, value_name = "PID")]
@@ -392,11 +424,36 @@ pub enum ConfigCommand {
   qlam-auth config init --context ci --grant client_credentials \\
       --issuer https://login.example.org --client-id svc --client-secret-env SVC_SECRET
 
-The file is written atomically with mode 0600. Other contexts, providers and fields are kept.
+Before writing, the issuer's OIDC discovery is fetched: a URL where nothing answers (HTTP 404,
+an unknown host) or that names another issuer is refused (exit 11) and nothing is written;
+--offline skips the check. The file is written atomically with mode 0600. Other contexts,
+providers and fields are kept.
 Updating an existing provider changes only what you pass (issuer and client id always);
 pass an empty value to clear a field, e.g. --audience ''. The first context becomes
-current_context; switch later with `qsh config use-context`.")]
+current_context; switch later with `qlam-auth use-context NAME`.")]
     Init(InitArgs),
+
+    /// Print each effective setting and where it comes from (command line, user config, site
+    /// file, default).
+    #[command(after_help = "Examples:
+  qlam-auth config show
+  qlam-auth config show --context prod --json
+
+Precedence: the command line (--context) > ~/.qsh/config.json > the site file
+(/etc/qlam-auth/site.json, or $QLAM_AUTH_SITE_FILE). A context defined in ~/.qsh/config.json is
+used as it is there; a context only the site file defines comes from the site file.")]
+    Show(ShowArgs),
+}
+
+/// `config show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The context to show (default: the current one).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The grants `config init` can write.
@@ -457,6 +514,9 @@ pub struct InitArgs {
     /// The context's QPU (default "default" for a new context; kept when updating).
     #[arg(long, value_name = "Q")]
     pub qpu: Option<String>,
+    /// Write the file without first checking that the issuer answers OIDC discovery.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// `status`.
@@ -493,8 +553,9 @@ pub struct LogoutArgs {
     /// The qsh context (default: current_context of the config).
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
-    /// Do not revoke the refresh token at the identity provider; only delete it here.
-    #[arg(long)]
+    /// Do not revoke the refresh token at the identity provider; only delete it here (also when
+    /// the identity provider cannot be reached).
+    #[arg(long, visible_alias = "local")]
     pub no_revoke: bool,
 }
 
@@ -504,6 +565,9 @@ pub struct DoctorArgs {
     /// The qsh context (default: current_context of the config).
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
+    /// Print JSON: {"context", "ok", "checks": [{"level", "check", "detail", "fix"}]}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]
@@ -514,6 +578,27 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_man_page_for_every_subcommand_and_the_top_page_refers_to_them() {
+        let dir = tempfile::tempdir().unwrap();
+        clap_mangen::generate_to(Cli::command(), dir.path()).unwrap();
+        let mut top = Vec::new();
+        clap_mangen::Man::new(Cli::command())
+            .render(&mut top)
+            .unwrap();
+        let top = String::from_utf8(top).unwrap();
+        for sub in Cli::command()
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set())
+        {
+            let page = dir.path().join(format!("qlam-auth-{}.1", sub.get_name()));
+            assert!(page.is_file(), "{}", page.display());
+            let roff_name = format!("qlam\\-auth\\-{}(1)", sub.get_name().replace('-', "\\-"));
+            assert!(top.contains(&roff_name), "the top page names {roff_name}");
+        }
+        assert!(dir.path().join("qlam-auth-config-show.1").is_file());
     }
 
     #[test]

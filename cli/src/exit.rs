@@ -26,6 +26,8 @@ pub const STORE: u8 = 8;
 pub const LOCK_TIMEOUT: u8 = 9;
 /// Monthly token budget used up.
 pub const BUDGET: u8 = 10;
+/// The issuer URL leads nowhere (404 at discovery, unknown host, another issuer's name).
+pub const WRONG_ISSUER: u8 = 11;
 /// ssh: the signing service's token endpoint refused the API key (401/403).
 pub const SSH_KEY_REFUSED: u8 = 20;
 /// ssh check: no certificate.
@@ -50,6 +52,7 @@ pub fn code_for(e: &Error) -> u8 {
         Error::IdpUnreachable { .. } | Error::IdpBadResponse { .. } => IDP_UNAVAILABLE,
         Error::IdpRefused { .. } => IDP_REFUSED,
         Error::Config { .. } => CONFIG,
+        Error::WrongIssuer { .. } => WRONG_ISSUER,
         Error::InsecurePermissions { .. } | Error::Store { .. } => STORE,
         Error::LockTimeout { .. } => LOCK_TIMEOUT,
         Error::BudgetExhausted { .. } => BUDGET,
@@ -229,6 +232,13 @@ mod tests {
                     limit: 1000,
                 },
                 10,
+            ),
+            (
+                Error::WrongIssuer {
+                    issuer: "https://x".into(),
+                    found: "HTTP 404".into(),
+                },
+                11,
             ),
             (
                 Error::Aborted {

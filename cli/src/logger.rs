@@ -7,7 +7,12 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 struct StderrLogger {
     ours: LevelFilter,
     others: LevelFilter,
+    /// Show lock waits (target [`LOCK_WAIT`]) without -v: stderr is a terminal.
+    lock_wait: bool,
 }
+
+/// token-core's target for "waiting for another process's renewal".
+pub const LOCK_WAIT: &str = "qlam_auth::lock_wait";
 
 fn is_ours(target: &str) -> bool {
     ["qlam_auth", "token_core"]
@@ -17,6 +22,9 @@ fn is_ours(target: &str) -> bool {
 
 impl Log for StderrLogger {
     fn enabled(&self, m: &Metadata<'_>) -> bool {
+        if self.lock_wait && m.target() == LOCK_WAIT && m.level() <= Level::Info {
+            return true;
+        }
         let max = if is_ours(m.target()) {
             self.ours
         } else {
@@ -36,7 +44,9 @@ impl Log for StderrLogger {
             Level::Debug => "debug",
             Level::Trace => "trace",
         };
-        if r.level() <= Level::Warn {
+        if r.target() == LOCK_WAIT {
+            eprintln!("qlam-auth: {}", r.args());
+        } else if r.level() <= Level::Warn {
             eprintln!("qlam-auth: {level}: {}", r.args());
         } else {
             eprintln!("qlam-auth: {level} [{}]: {}", r.target(), r.args());
@@ -61,9 +71,19 @@ pub fn levels(verbose: u8) -> (LevelFilter, LevelFilter) {
 pub fn init(verbose: u8) {
     let (ours, others) = levels(verbose);
     static LOGGER: std::sync::OnceLock<StderrLogger> = std::sync::OnceLock::new();
-    let logger = LOGGER.get_or_init(|| StderrLogger { ours, others });
+    let lock_wait = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logger = LOGGER.get_or_init(|| StderrLogger {
+        ours,
+        others,
+        lock_wait,
+    });
     if log::set_logger(logger).is_ok() {
-        log::set_max_level(ours.max(others));
+        let max = ours.max(others);
+        log::set_max_level(if lock_wait {
+            max.max(LevelFilter::Info)
+        } else {
+            max
+        });
     }
 }
 

@@ -37,6 +37,11 @@ fn the_idp() -> &'static Idp {
 fn qlam_auth(idp: &Idp, home: &QshHome) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_qlam-auth"));
     c.env_clear()
+        // No site file unless a test writes one (hermetic: /etc/qlam-auth is the machine's).
+        .env(
+            "QLAM_AUTH_SITE_FILE",
+            "/nonexistent/qlam-auth-test/site.json",
+        )
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home.dir.path())
         .env("QSH_CONFIG_DIR", &home.paths.config_dir)
@@ -898,7 +903,7 @@ fn logout_revokes_and_deletes() {
 /// Case 8b: When the IdP can't revoke, `logout` still deletes the login and warns that the refresh
 /// token stays valid at the IdP (which is true); `--no-revoke` only deletes.
 #[test]
-fn logout_without_revocation_warns_and_still_deletes() {
+fn logout_keeps_the_login_when_revocation_fails_unless_local() {
     let idp = the_idp();
     let home = QshHome::new(idp);
     {
@@ -912,19 +917,29 @@ fn logout_without_revocation_warns_and_still_deletes() {
         fault_on(idp, "revocation", "html", 20);
         let out = run(idp, &home, &["logout", "--context", USER_CONTEXT]);
         idp.clear_fault();
-        out.expect(0, "logout with a failing revocation endpoint");
+        assert_ne!(
+            out.code,
+            Some(0),
+            "logout with a failing revocation endpoint: {out}"
+        );
         assert!(
-            out.stderr.contains("could not revoke") && out.stderr.contains("stays valid"),
+            out.stderr.contains("could not revoke")
+                && out.stderr.contains("kept")
+                && out.stderr.contains("--local"),
             "{out}"
         );
         assert!(!out.stdout.contains("revoked the refresh token"), "{out}");
     }
     let _g = shared();
-    assert!(!file.exists(), "the credentials file is gone anyway");
+    assert!(
+        file.exists(),
+        "the credentials are kept, for a later revocation"
+    );
+    assert_eq!(stored_tokens(&home).refresh_token, Some(old_rt.clone()));
     let oauth = home.broker(idp, USER_CONTEXT).oauth().unwrap();
     assert!(
         oauth.refresh(&old_rt).is_ok(),
-        "as the warning says, the refresh token is still valid at the IdP"
+        "the refresh token is still valid at the IdP"
     );
 
     home.device_login(idp, "mallory");
@@ -932,9 +947,9 @@ fn logout_without_revocation_warns_and_still_deletes() {
     let out = run(
         idp,
         &home,
-        &["logout", "--context", USER_CONTEXT, "--no-revoke"],
+        &["logout", "--context", USER_CONTEXT, "--local"],
     );
-    out.expect(0, "logout --no-revoke");
+    out.expect(0, "logout --local");
     assert!(out.stdout.contains("not revoked"), "{out}");
     assert!(!file.exists());
     assert!(
@@ -1037,4 +1052,67 @@ fn sigterm_during_a_renewal_does_not_lose_the_login() {
     home.expire_access_token(USER_CONTEXT);
     let token = cli_token(idp, &home);
     assert!(idp.accepts(&token));
+}
+
+/// A lock wait on a terminal says what it waits for (after about a second), without -v.
+#[test]
+fn a_lock_wait_on_a_terminal_says_what_it_waits_for() {
+    let idp = the_idp();
+    let _g = shared();
+    let home = QshHome::new(idp);
+    home.device_login(idp, "olivia");
+    set_access_token_left(&home, -60);
+    let lock = format!("{}.lock", home.credentials_file(USER_CONTEXT).display());
+    // Another process holds the store lock for 3 s (as a slow renewal would).
+    let (tx, rx) = mpsc::channel();
+    let mut holder = Command::new("flock")
+        .args(["-x", &lock, "-c", "echo locked; sleep 3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(holder.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        let mut l = String::new();
+        let _ = out.read_line(&mut l);
+        let _ = tx.send(l);
+    });
+    assert_eq!(rx.recv_timeout(TIMEOUT).unwrap().trim(), "locked");
+    // `script` gives qlam-auth a terminal for stderr.
+    let inner = format!(
+        "{} token --context {USER_CONTEXT} >/dev/null",
+        env!("CARGO_BIN_EXE_qlam-auth")
+    );
+    let o = qlam_auth(idp, &home)
+        .env_remove("SSH_CONNECTION")
+        .program_from("script", &["-qfec", &inner, "/dev/null"]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let _ = holder.wait();
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("waiting for another process")
+            && text.contains(&lock)
+            && text.contains(USER_CONTEXT),
+        "{text}"
+    );
+    // Without a terminal (a script), nothing is said unless -v.
+    let quiet = run(idp, &home, &["token", "--context", USER_CONTEXT]);
+    assert!(!quiet.stderr.contains("waiting"), "{quiet}");
+}
+
+/// Runs another program with `Command`'s environment (a test helper).
+trait ProgramFrom {
+    fn program_from(&mut self, program: &str, args: &[&str]) -> std::process::Output;
+}
+
+impl ProgramFrom for Command {
+    fn program_from(&mut self, program: &str, args: &[&str]) -> std::process::Output {
+        let mut c = Command::new(program);
+        c.args(args).env_clear();
+        for (k, v) in self.get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+        c.stdin(Stdio::null()).output().unwrap()
+    }
 }

@@ -21,6 +21,11 @@ fn the_idp() -> &'static Idp {
 fn qlam_auth(idp: &Idp, home: &Path, vars: &[(&str, &str)]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_qlam-auth"));
     c.env_clear()
+        // No site file unless a test writes one (hermetic: /etc/qlam-auth is the machine's).
+        .env(
+            "QLAM_AUTH_SITE_FILE",
+            "/nonexistent/qlam-auth-test/site.json",
+        )
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)
         .env("SSL_CERT_FILE", &idp.ca)

@@ -12,7 +12,9 @@
 //! | `ca_bundle=PATH` | system roots | absolute; the CAs that TLS to the issuer trusts |
 //! | `timeout=SECONDS` | 20 | the bound on one hook, all of it: lock wait, discovery, token request, retries (1..=600) |
 //! | `lock_timeout=SECONDS` | half of `timeout` | the part of `timeout` spent waiting for the store lock |
-//! | `issuers=URL[,URL...]` | any | the only issuers a job may use: a user config pointing elsewhere is refused |
+//! | `issuers=URL[,URL...]` | the site file's `issuers` | the only issuers a job may use: a user config pointing elsewhere is refused. With neither set, no token is delivered (the admins are told in slurmd's log, users at submission) |
+//! | `site=PATH` | `/etc/qlam-auth/site.json` | absolute; the site file (root's, not writable by others): default contexts, `issuers`, `inject` |
+//! | `inject=auto\|requested` | the site file's `inject.automatic`, else `requested` | `auto`: every job of a user with a usable login gets a token without `--qlam-auth` (`--qlam-auth=no` opts out, and so does `QLAM_AUTH_INJECT=no` in the submission environment); a user without a login is never refused for it |
 //! | `m2m=NAME:FILE[:GROUP,...]` | none | a site service account (repeatable): `--qlam-auth=NAME` gets its client-credentials token; FILE is root-only (0600 root); the optional groups are the world-readable copy of its allowlist, checked at submission (see `site.rs`) |
 //! | `renew=yes\|no` | yes | keep the token file valid while the job runs (`qlam-auth job-renewer`, one per job, node and token file) |
 //! | `renew_at=F` | 0.5 | renew once this fraction of the token's lifetime has passed (0.5..=0.9) |
@@ -71,6 +73,12 @@ pub struct Args {
     pub renew_at: f64,
     /// `renewer=PATH`: the `qlam-auth` binary that runs `qlam-auth job-renewer`.
     pub renewer: PathBuf,
+    /// The site file's path (`site=`).
+    pub site_file: PathBuf,
+    /// Automatic injection from `inject=` (`None`: the site file decides, else off).
+    pub inject: Option<bool>,
+    /// The site file, once [`Args::apply_site`] loaded it.
+    pub site: Option<token_core::site::Site>,
 }
 
 /// Default of `renewer`.
@@ -92,6 +100,9 @@ impl Default for Args {
             renew: true,
             renew_at: token_core::renew::DEFAULT_RENEW_AT,
             renewer: PathBuf::from(DEFAULT_RENEWER),
+            site_file: PathBuf::from(token_core::site::DEFAULT_SITE_FILE),
+            inject: None,
+            site: None,
         }
     }
 }
@@ -210,6 +221,17 @@ impl Args {
                     return Err(format!("renewer: {e}; keeping {}", self.renewer.display()));
                 }
             },
+            "site" => match absolute_path(value) {
+                Ok(p) => self.site_file = p,
+                Err(e) => return Err(self.fail_closed(format!("site: {e}"))),
+            },
+            "inject" => {
+                self.inject = match value {
+                    "auto" | "yes" => Some(true),
+                    "requested" | "no" => Some(false),
+                    _ => return Err("expected auto or requested; the site file decides".into()),
+                };
+            }
             "issuers" => match parse_issuers(value) {
                 Ok(list) => self.issuers = Some(list),
                 Err(e) => return Err(self.fail_closed(format!("issuers: {e}"))),
@@ -217,7 +239,7 @@ impl Args {
             _ => {
                 return Err(format!(
                     "unknown argument '{key}' (known: min_valid, token_dir, env_token, ca_bundle, \
-                     timeout, lock_timeout, issuers, m2m, m2m_cache, renew, renew_at, renewer); ignored"
+                     timeout, lock_timeout, issuers, site, inject, m2m, m2m_cache, renew, renew_at, renewer); ignored"
                 ));
             }
         }
@@ -236,6 +258,42 @@ impl Args {
             )
         });
         msg
+    }
+
+    /// Applies the site file as [`token_core::site::Site::load`] returned it: its `issuers` unless
+    /// plugstack set `issuers=`, its `inject` unless plugstack set `inject=`. A site file that
+    /// cannot be used, or no allowed issuers at all, fails closed. Returns problems for the log.
+    pub fn apply_site(
+        &mut self,
+        loaded: token_core::Result<Option<token_core::site::Site>>,
+    ) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        match loaded {
+            Err(e) => problems.push(Problem(self.fail_closed(format!("site file: {e}")))),
+            Ok(Some(site)) => {
+                if self.issuers.is_none() {
+                    self.issuers = site.issuers.clone();
+                }
+                if self.inject.is_none() {
+                    self.inject = Some(site.inject.automatic);
+                }
+                self.site = Some(site);
+            }
+            Ok(None) => {}
+        }
+        if self.issuers.is_none() && self.misconfigured.is_none() {
+            problems.push(Problem(self.fail_closed(format!(
+                "no allowed issuers: set issuers=https://... in plugstack.conf or \"issuers\" in \
+                 the site file {}",
+                self.site_file.display()
+            ))));
+        }
+        problems
+    }
+
+    /// Whether jobs that did not ask get a token anyway (plugstack `inject=`, else the site file).
+    pub fn inject_automatically(&self) -> bool {
+        self.inject.unwrap_or(false)
     }
 
     /// The site service account named `name`, if the site configured one.
@@ -398,6 +456,57 @@ mod tests {
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(a.lock_timeout(), Duration::from_secs(10));
         assert_eq!(a.http_timeout(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn issuers_and_inject_come_from_the_site_file_unless_plugstack_sets_them() {
+        let site = |issuers: &str, auto: bool| {
+            token_core::site::Site::from_bytes(
+                Path::new("/etc/qlam-auth/site.json"),
+                format!(r#"{{"issuers": [{issuers}], "inject": {{"automatic": {auto}}}}}"#)
+                    .as_bytes(),
+            )
+            .map(Some)
+        };
+        let (mut a, _) = parse(&[]);
+        assert!(
+            a.apply_site(site(r#""https://site.example""#, true))
+                .is_empty()
+        );
+        assert_eq!(a.issuers, Some(vec!["https://site.example".to_owned()]));
+        assert!(a.inject_automatically() && a.misconfigured.is_none());
+
+        let (mut a, _) = parse(&["issuers=https://plug.example", "inject=requested"]);
+        assert!(
+            a.apply_site(site(r#""https://site.example""#, true))
+                .is_empty()
+        );
+        assert_eq!(a.issuers, Some(vec!["https://plug.example".to_owned()]));
+        assert!(!a.inject_automatically());
+
+        // Neither: refused, with the fix for the admins.
+        let (mut a, _) = parse(&[]);
+        let p = a.apply_site(Ok(None));
+        assert!(
+            p[0].0.contains("issuers=") && p[0].0.contains("site file"),
+            "{p:?}"
+        );
+        let m = a.misconfigured.clone().unwrap_or_default();
+        assert!(
+            m.contains("no allowed issuers") && m.contains("site admins"),
+            "{m}"
+        );
+        assert!(!a.inject_automatically());
+
+        // A site file others could change: refused too.
+        let (mut a, _) = parse(&["issuers=https://plug.example"]);
+        let bad = Err(token_core::Error::InsecurePermissions {
+            path: "/etc/qlam-auth/site.json".into(),
+            detail: "mode 0666".into(),
+            fix: "chmod 644".into(),
+        });
+        assert_eq!(a.apply_site(bad).len(), 1);
+        assert!(a.misconfigured.is_some());
     }
 
     #[test]

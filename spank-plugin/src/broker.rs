@@ -29,7 +29,8 @@ impl TokenCore {
     /// outside the site's `issuers` list here, before anything is read from the store.
     fn broker(req: &Request<'_>) -> Result<(Broker, ProviderConfig), String> {
         let paths = QshPaths::resolve(req.home, req.env);
-        let config = Config::load(&paths).map_err(|e| e.to_string())?;
+        let config =
+            Config::load_with_site(&paths, req.args.site.clone()).map_err(|e| e.to_string())?;
         let provider = config
             .provider_with_env(req.context, req.env)
             .map_err(|e| e.to_string())?;
@@ -99,6 +100,7 @@ pub fn renewer_args(spec: &RenewerSpec, args: &Args) -> Vec<OsString> {
     if let Some(ca) = &args.ca_bundle {
         v.extend(["--ca-bundle".into(), ca.clone().into()]);
     }
+    v.extend(["--site-file".into(), args.site_file.clone().into()]);
     for i in args.issuers.iter().flatten() {
         v.extend(["--issuer".into(), i.clone().into()]);
     }

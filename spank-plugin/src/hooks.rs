@@ -10,6 +10,11 @@
 //! * The submitted environment is stored by slurmctld: a token is put into the environment only
 //!   in remote context, never in allocator or local context.
 //! * `job_epilog` runs in slurmd without `init`: it parses the arguments itself and only cleans up.
+//! * A job gets a token when it asks (`--qlam-auth[=CONTEXT]`) or, with automatic injection
+//!   (plugstack `inject=auto` or the site file; `QLAM_AUTH_INJECT` in the job's environment is
+//!   the user's own default), when it did not say `--qlam-auth=no`. A job that did not ask is
+//!   never refused or failed for a token problem: it runs without one (`job_request`).
+//! * No allowed issuers (neither `issuers=` nor the site file's): no token at all, fail closed.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -359,8 +364,41 @@ fn requested(host: &dyn Host, state: &State) -> Option<Result<Requested, String>
     Some(parse_option_value(raw.as_deref()))
 }
 
+/// Environment variable of the submission: a user's own default for automatic injection
+/// (`yes` or `no`), over the site's.
+pub const ENV_INJECT: &str = "QLAM_AUTH_INJECT";
+
+/// `--qlam-auth=no`: this job gets no token, even with automatic injection.
+pub const OPT_OUT: &str = "no";
+
+/// What a job gets: `Some((request, automatic))`, or `None` for no token. `automatic` is true
+/// when the job did not ask (automatic injection): then nothing may fail it or its submission.
+fn job_request(
+    host: &dyn Host,
+    state: &State,
+    args: &Args,
+) -> Option<(Result<Requested, String>, bool)> {
+    match requested(host, state) {
+        Some(Ok(r)) if r.context.as_deref() == Some(OPT_OUT) => None,
+        Some(r) => Some((r, false)),
+        None => {
+            let user = host
+                .getenv(ENV_INJECT)
+                .map(|v| v.trim().to_ascii_lowercase());
+            let auto = match user.as_deref() {
+                Some("yes" | "1" | "true" | "auto") => true,
+                Some("no" | "0" | "false") => false,
+                _ => args.inject_automatically(),
+            };
+            auto.then_some((Ok(Requested { context: None }), true))
+        }
+    }
+}
+
 fn parse_args(host: &dyn Host, argv: &[String], level: Level) -> Args {
-    let (args, problems) = Args::parse(argv);
+    let (mut args, mut problems) = Args::parse(argv);
+    let site = token_core::site::Site::load(&args.site_file);
+    problems.extend(args.apply_site(site));
     for p in problems {
         host.log(level, &format!("plugstack.conf: {}", p.0));
     }
@@ -449,15 +487,19 @@ fn submit_check(
 ) -> Verdict {
     // Argument problems are the admins' to fix, and they see them in slurmd's log.
     let args = parse_args(host, argv, Level::Debug);
-    let req = match requested(host, state) {
+    let (req, auto) = match job_request(host, state, &args) {
         None => return Verdict::Continue,
-        Some(Ok(r)) => r,
-        Some(Err(msg)) => {
+        Some((Ok(r), auto)) => (r, auto),
+        Some((Err(msg), _)) => {
             host.log(Level::Error, &msg);
             return Verdict::Fail;
         }
     };
     if let Some(msg) = &args.misconfigured {
+        if auto {
+            host.log(Level::Verbose, &format!("no automatic token: {msg}"));
+            return Verdict::Continue;
+        }
         host.log(Level::Error, msg);
         return Verdict::Fail;
     }
@@ -489,6 +531,14 @@ fn submit_check(
             host.log(Level::Verbose, &format!("login ok: {summary}"));
             Verdict::Continue
         }
+        // A job that did not ask is never refused: it runs without a token.
+        Err(msg) if auto => {
+            host.log(
+                Level::Verbose,
+                &format!("this job gets no automatic token: {msg}"),
+            );
+            Verdict::Continue
+        }
         Err(msg) => {
             host.log(Level::Error, &format!("this job cannot get a token: {msg}"));
             Verdict::Fail
@@ -499,12 +549,15 @@ fn submit_check(
 /// Remote context, as root: make `<token_dir>/<jobid>` for the job's user. Never fails the hook.
 fn prepare_remote(host: &mut dyn Host, backend: &dyn Backend, state: &mut State, argv: &[String]) {
     let args = parse_args(host, argv, Level::Error);
-    let req = match requested(host, state) {
+    let (req, auto) = match job_request(host, state, &args) {
         None => return,
-        Some(Ok(r)) => r,
-        Some(Err(msg)) => return state.remember(host, msg),
+        Some((Ok(r), auto)) => (r, auto),
+        Some((Err(msg), _)) => return state.remember(host, msg),
     };
     if let Some(msg) = args.misconfigured.clone() {
+        if auto {
+            return;
+        }
         return state.remember(host, msg);
     }
     let (Some(job), Some(uid), Some(gid)) = (host.job_id(), host.job_uid(), host.job_gid()) else {
@@ -522,6 +575,10 @@ fn prepare_remote(host: &mut dyn Host, backend: &dyn Backend, state: &mut State,
                 crate::site::fetch(&*host, backend, state, &args, account);
             }
         }
+        Err(msg) if auto => host.log(
+            Level::Error,
+            &format!("job={job}: no automatic token: could not prepare the job's token directory: {msg}"),
+        ),
         Err(msg) => state.remember(
             host,
             format!("could not prepare the job's token directory on this node: {msg}; please tell your site admins"),
@@ -541,10 +598,10 @@ pub fn user_init(
         return Verdict::Continue;
     }
     let args = parse_args(host, argv, Level::Debug);
-    let req = match requested(host, state) {
+    let (req, auto) = match job_request(host, state, &args) {
         None => return Verdict::Continue,
-        Some(Ok(r)) => r,
-        Some(Err(msg)) => {
+        Some((Ok(r), auto)) => (r, auto),
+        Some((Err(msg), _)) => {
             state.remember(host, msg);
             return Verdict::Continue;
         }
@@ -552,8 +609,17 @@ pub fn user_init(
     if state.failure.is_some() {
         return Verdict::Continue; // reported by task_init
     }
-    if let Err(msg) = deliver(host, backend, state, &args, &req) {
-        state.remember(host, msg);
+    if auto && (args.misconfigured.is_some() || state.job_dir.is_none()) {
+        return Verdict::Continue;
+    }
+    match deliver(host, backend, state, &args, &req) {
+        Ok(()) => {}
+        // Automatic injection never fails a job: it runs without a token.
+        Err(msg) if auto => host.log(
+            Level::Info,
+            &format!("no automatic token for this job: {msg}"),
+        ),
+        Err(msg) => state.remember(host, msg),
     }
     Verdict::Continue
 }
@@ -839,7 +905,7 @@ pub fn exit(host: &mut dyn Host, backend: &dyn Backend, state: &State, argv: &[S
         return Verdict::Continue;
     }
     let args = parse_args(host, argv, Level::Debug);
-    let Some(Ok(req)) = requested(host, state) else {
+    let Some((Ok(req), _)) = job_request(host, state, &args) else {
         return Verdict::Continue;
     };
     // What the renewer says goes into slurmd's log (it has no log of its own there).

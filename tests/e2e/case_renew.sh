@@ -4,9 +4,10 @@
 #
 # Sourced by run.sh after the other cases (it uses run.sh's variables and helpers: ROOT, RUN,
 # CA, TOKEN_DIR, JOBS, SECRETS, as_user, user_home, wait_job, job_out, login_user, t_begin/...).
-# Two more test IdPs with 60 s access tokens (same CA as the main one, so plugstack ca_bundle=
-# covers them): A for qa7 and qa9, B for qa8, so that the refresh counts of r1 and r2 are read
-# apart while both run at once.
+# Three more test IdPs (same CA as the main one, so plugstack ca_bundle= covers them; their
+# issuers are added to the site file's list): A (60 s tokens) for qa7 and qa9, B (60 s) for qa8,
+# so that the refresh counts of r1 and r2 are read apart while both run at once, and C (300 s)
+# for qa9 in r6.
 #
 #   r1  one job of ~150 s reads its token file every 15 s and calls userinfo with it: every call
 #       succeeds; the IdP counts at most ceil(150 / 30) + 1 refreshes (renewal at half of 60 s)
@@ -66,6 +67,10 @@ t_begin "r: setup: two 60 s-token IdPs, ${R_USERS[*]} logged in"
 ISSUER_MAIN=$ISSUER
 R_ISSUER_A=$(r_idp a "qa7:qa7-pw,qa9:qa9-pw") || t_fail "IdP A did not start"
 R_ISSUER_B=$(r_idp b "qa8:qa8-pw") || t_fail "IdP B did not start"
+R_ISSUER_C=$(r_idp c "qa9:qa9-pw" 300) || t_fail "IdP C did not start"
+# The plugin reads the site file in every hook: allow the three issuers of this case too.
+printf '{"issuers": ["%s", "%s", "%s", "%s"]}\n' "$ISSUER" "$R_ISSUER_A" "$R_ISSUER_B" "$R_ISSUER_C" \
+    >"$SITE_FILE.tmp" && chmod 0644 "$SITE_FILE.tmp" && mv -f "$SITE_FILE.tmp" "$SITE_FILE"
 bash "$ROOT/tests/slurm/users.sh" "${R_USERS[@]}"
 for u in "${R_USERS[@]}"; do
     iss=$R_ISSUER_A
@@ -214,7 +219,6 @@ echo "userinfo=$(curl -s -o /dev/null -w "%{http_code}" --cacert '"$CA"' --max-t
 
     # --- r6: a 100-task array, 5-minute tokens, min_valid=600 ----------------------------------
     t_begin "r6: a 100-task array with an expired token, 5-minute tokens and plugstack min_valid=600: one refresh"
-    R_ISSUER_C=$(r_idp c "qa9:qa9-pw" 300) || t_fail "IdP C did not start"
     h=$(user_home qa9)
     rm -rf "$h/.qsh"
     as_user qa9 qlam-auth config init --issuer "$R_ISSUER_C" --client-id qlam-cli \

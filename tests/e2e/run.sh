@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests of qlam-auth on a real single-node Slurm with the real test IdP.
 #
-#   sudo bash tests/e2e/run.sh
+#   bash tests/e2e/run.sh          (as root; sudo is not needed)
 #
 # Builds the release binaries, brings up Slurm (tests/slurm/up.sh) and the test IdP
 # (tests/idp/start.sh), creates the users qa1..qa6, writes their ~/.qsh/config.json with
@@ -22,6 +22,9 @@
 #   k  salloc --qlam-auth: the allocation's steps get the token
 #   m  site service accounts (plugstack m2m=): group allowlist, one token for a whole array,
 #      the secret never reaches the job (tests/e2e/case_m2m.sh)
+#   n  the site file gives the allowed issuers; automatic injection: a job without --qlam-auth
+#      gets a token, --qlam-auth=no and QLAM_AUTH_INJECT=no get none, a user without a login is
+#      not refused, a refused login is refused at sbatch (tests/e2e/case_inject.sh)
 #   l  a misbehaving IdP (hanging, HTTP 500, garbage) fails the job within the plugin's timeout;
 #      the node stays idle and the login survives
 #   r  renewal while jobs run, with 60 s tokens: a 150 s job's token file always works, five
@@ -183,7 +186,11 @@ t_ok || { t_summary; exit 1; }
 t_pass
 
 say "installing the SPANK plugin (tests/slurm/install-plugin.sh)"
-plug_args="ca_bundle=$CA token_dir=$TOKEN_DIR timeout=$PLUGIN_TIMEOUT renewer=$USER_BIN/qlam-auth"
+# The allowed issuers come from the site file (plugstack site=), not from issuers= (case n).
+SITE_FILE=$RUN/site.json
+printf '{"issuers": ["%s"]}\n' "$ISSUER" >"$SITE_FILE"
+chmod 0644 "$SITE_FILE"
+plug_args="ca_bundle=$CA token_dir=$TOKEN_DIR timeout=$PLUGIN_TIMEOUT site=$SITE_FILE renewer=$USER_BIN/qlam-auth"
 bash "$ROOT/tests/slurm/install-plugin.sh" "$ROOT/target/release/libqlam_spank.so" "$plug_args" \
     --state "$SLURM_STATE"
 echo "plugstack: $(cat /etc/slurm/plugstack.conf.d/qlam-auth.conf)"
@@ -353,6 +360,9 @@ else
     t_fail "sbatch --qlam-auth failed for $u (the check at submission is offline and should pass)"
 fi
 t_pass
+
+# --- n: site file, automatic injection, a refused login at sbatch (tests/e2e/case_inject.sh) ----
+if skipped n; then echo "--- n: skipped (E2E_SKIP)"; else . "$here/case_inject.sh"; fi
 
 # --- e: srun steps reuse the token ----------------------------------------------------------------
 t_begin "e: srun steps inside a batch job reuse its token (no second refresh)"

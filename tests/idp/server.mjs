@@ -85,6 +85,9 @@ const DEVICE_INTERVAL = envInt('IDP_DEVICE_INTERVAL', 1);
 const SLOW_DOWN_SLACK_MS = Number(process.env.IDP_SLOW_DOWN_SLACK_MS ?? 100);
 // "jwt" (RFC 9068, default) or "opaque" (introspectable, revocable) access tokens for the API.
 const AT_FORMAT = process.env.IDP_ACCESS_TOKEN_FORMAT || 'jwt';
+// IDP_ID_TOKEN=no: token answers carry no id_token (an IdP used as plain OAuth, e.g. with opaque
+// access tokens): clients must learn who logged in from userinfo.
+const ID_TOKEN = (process.env.IDP_ID_TOKEN || 'yes') !== 'no';
 if (!['jwt', 'opaque'].includes(AT_FORMAT)) {
   log(`invalid IDP_ACCESS_TOKEN_FORMAT=${AT_FORMAT}: jwt or opaque`);
   process.exit(2);
@@ -610,6 +613,9 @@ function oauthFront() {
 
       await next();
 
+      if (ctx.status === 200 && !ID_TOKEN && ctx.body && typeof ctx.body === 'object') {
+        delete ctx.body.id_token;
+      }
       if (ctx.status === 200) {
         bump(stats.successes, grant);
       } else {
@@ -676,11 +682,29 @@ function oauthFront() {
 // opaque tokens without audience; Auth0 also answers for API tokens that carry `openid`.
 // Verifies the ES256 signature, issuer, audience and expiry, then returns the user's claims
 // (email with scope email, name with scope profile).
-function userinfoForApiJwt(issuer) {
+function userinfoForApiJwt(issuer, provider) {
+  const answer = (ctx, sub, scopes) => {
+    const all = accountClaims(sub);
+    ctx.set('cache-control', 'no-store');
+    ctx.body = {
+      sub: all.sub,
+      ...(scopes.has('email') ? { email: all.email, email_verified: all.email_verified } : {}),
+      ...(scopes.has('profile') ? { name: all.name, preferred_username: all.preferred_username } : {}),
+    };
+  };
   return async (ctx, next) => {
     if (ctx.path !== '/me' || !['GET', 'POST'].includes(ctx.method)) return next();
     const m = /^Bearer\s+([\w-]+)\.([\w-]+)\.([\w-]+)$/i.exec(ctx.get('authorization'));
-    if (!m) return next();
+    if (!m) {
+      // An opaque API token (IDP_ACCESS_TOKEN_FORMAT=opaque) that carries `openid`: answered as
+      // Auth0 does; oidc-provider itself answers only for tokens without a resource.
+      const opaque = /^Bearer\s+([\w-]+)$/i.exec(ctx.get('authorization'));
+      const at = opaque && AT_FORMAT === 'opaque' ? await provider.AccessToken.find(opaque[1]) : undefined;
+      const scopes = new Set(String(at?.scope || '').split(' '));
+      if (!at || at.isExpired || !scopes.has('openid') || !USERS.has(at.accountId)) return next();
+      answer(ctx, at.accountId, scopes);
+      return undefined;
+    }
     const fail = (desc) => {
       ctx.status = 401;
       ctx.set('www-authenticate', `Bearer error="invalid_token", error_description="${desc}"`);
@@ -852,7 +876,7 @@ server.listen(Number(argv.port), '127.0.0.1', () => {
   // Order matters: each use() goes in front of oidc-provider's own routes.
   provider.use(testControlApi(provider));
   provider.use(oauthFront());
-  provider.use(userinfoForApiJwt(issuer));
+  provider.use(userinfoForApiJwt(issuer, provider));
   provider.use(interactions(provider));
 
   server.on('request', provider.callback());

@@ -264,12 +264,20 @@ impl Broker {
         };
         match stored {
             Some(s) if !self.provider.grant_type.is_user_flow() => Ok(summary(&s)),
+            Some(s) if s.tokens.valid_for(Timestamp::now(), Duration::ZERO) => Ok(summary(&s)),
             Some(s)
-                if s.tokens.refresh_token.is_some()
-                    || s.tokens.valid_for(Timestamp::now(), Duration::ZERO) =>
+                if s.tokens
+                    .refresh_token
+                    .as_ref()
+                    .is_some_and(|rt| self.store.was_refused(&self.provider.cache_key(), rt)) =>
             {
-                Ok(summary(&s))
+                Err(Error::LoginExpired {
+                    context: self.provider.context.clone(),
+                    reason: "the identity provider refused its refresh token (invalid_grant)"
+                        .into(),
+                })
             }
+            Some(s) if s.tokens.refresh_token.is_some() => Ok(summary(&s)),
             Some(_) => Err(Error::LoginExpired {
                 context: self.provider.context.clone(),
                 reason: "the access token expired and no refresh token is stored".into(),
@@ -366,7 +374,11 @@ impl Broker {
             &key,
             opts.lock_wait(self.deadline),
             &mut |waited| {
-                log::info!(target: "qlam_auth", "waiting for the credentials lock of context '{context}' ({} s)", waited.as_secs());
+                // Target `qlam_auth::lock_wait`: the CLI shows it on a terminal without -v.
+                let secs = waited.as_secs();
+                if secs <= 1 || secs % 5 == 0 {
+                    log::info!(target: "qlam_auth::lock_wait", "waiting for another process that is renewing the token of context '{context}' (it holds {}.lock; {secs} s so far, at most {} s)", self.credentials_path().display(), opts.lock_timeout.as_secs());
+                }
             },
             &mut || match self.store.load(&key) {
                 Ok(Some(s)) if good(&s.tokens) => {
@@ -482,9 +494,15 @@ impl Broker {
                     "the identity provider refused the refresh token (invalid_grant)",
                 ))
             }
-            _ => Err(expired(
-                "the identity provider refused the refresh token (invalid_grant)",
-            )),
+            _ => {
+                // Remembered so that `status`, `doctor` and sbatch say so, offline.
+                if let Err(e) = self.store.mark_refused(&self.provider.cache_key(), used) {
+                    log::debug!(target: "qlam_auth", "could not record the refused login: {e}");
+                }
+                Err(expired(
+                    "the identity provider refused the refresh token (invalid_grant)",
+                ))
+            }
         }
     }
 
@@ -536,8 +554,9 @@ impl Broker {
         self.store.save(&key, &self.provider.context, &tokens)
     }
 
-    /// Deletes the stored login; revokes the refresh token first if `revoke` (best effort: the
-    /// local credentials are removed even if revocation fails).
+    /// Deletes the stored login; revokes the refresh token first if `revoke`. If revocation was
+    /// asked for and failed (IdP down), the credentials are kept, so that the still valid
+    /// refresh token can be revoked later.
     pub fn logout(&self, revoke: bool) -> Result<LogoutOutcome> {
         let key = self.provider.cache_key();
         let _lock = self
@@ -558,8 +577,12 @@ impl Broker {
                 }
             }
         };
+        let removed = match revocation {
+            Revocation::Failed(_) => false,
+            _ => self.store.remove(&key)?,
+        };
         Ok(LogoutOutcome {
-            removed: self.store.remove(&key)?,
+            removed,
             revocation,
         })
     }

@@ -7,6 +7,7 @@
 use crate::fsutil::{self, Policy};
 use crate::paths::QshPaths;
 use crate::secret::Secret;
+use crate::site::Site;
 use crate::{Error, Result};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -314,11 +315,42 @@ fn is_loopback_host(hostport: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// A loaded config.json.
+/// A loaded config.json, with the site file's contexts behind it.
+///
+/// Precedence: the command line (`--context`) > the user's config.json > the site file. A
+/// context the user's file defines is used as it is (QLAM Core reads only that file, so it must
+/// be complete); a context only the site defines comes from the site file.
 #[derive(Debug, Clone)]
 pub struct Config {
     path: PathBuf,
     root: Value,
+    site: Option<Site>,
+    exists: bool,
+}
+
+/// Where an effective setting came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The command line.
+    CommandLine,
+    /// The user's config.json.
+    UserConfig,
+    /// The site file.
+    SiteFile,
+    /// qlam-auth's (or QLAM Core's) built-in default.
+    Default,
+}
+
+impl Origin {
+    /// How `config show` and `doctor` name it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Origin::CommandLine => "command line",
+            Origin::UserConfig => "user config",
+            Origin::SiteFile => "site file",
+            Origin::Default => "default",
+        }
+    }
 }
 
 fn field_str<'a>(
@@ -341,20 +373,77 @@ fn field_str<'a>(
 impl Config {
     /// Loads the config file named by `paths`. A missing file is [`Error::Config`] with a hint.
     pub fn load(paths: &QshPaths) -> Result<Self> {
+        Self::load_with_site(paths, None)
+    }
+
+    /// Loads the user's config file with the site's contexts behind it. Without a user file,
+    /// the site's contexts alone make the config (the user has not logged in yet); without
+    /// either, [`Error::Config`] says how to set one up.
+    pub fn load_with_site(paths: &QshPaths, site: Option<Site>) -> Result<Self> {
         let bytes = fsutil::read_file_following(
             &paths.config_file,
             Policy::NOT_WRITABLE_BY_OTHERS,
             MAX_CONFIG_BYTES,
-        )?
-        .ok_or_else(|| {
-            Error::config(
-                &paths.config_file,
-                "",
-                "no qsh configuration found: create one with `qlam-auth config init --issuer URL \
-                     --client-id ID` (or `qsh config`), or set QSH_CONFIG_DIR",
-            )
-        })?;
-        Self::from_bytes(&paths.config_file, &bytes)
+        )?;
+        match bytes {
+            Some(bytes) => {
+                let mut c = Self::from_bytes(&paths.config_file, &bytes)?;
+                c.site = site;
+                Ok(c)
+            }
+            None => match site {
+                Some(site) if !site.contexts.is_empty() => {
+                    let mut c = Self::empty(&paths.config_file);
+                    c.site = Some(site);
+                    Ok(c)
+                }
+                _ => Err(Error::config(
+                    &paths.config_file,
+                    "",
+                    "no qsh configuration found, and this machine has no site file with default \
+                     contexts: ask your site admins for the issuer and client id (or for a site \
+                     file, see docs/admin.md), then run `qlam-auth config init --issuer URL \
+                     --client-id ID` and `qlam-auth login`; or set QSH_CONFIG_DIR",
+                )),
+            },
+        }
+    }
+
+    /// This config with `site`'s contexts behind it.
+    pub fn with_site(mut self, site: Option<Site>) -> Self {
+        self.site = site;
+        self
+    }
+
+    /// The site file behind this config, if any.
+    pub fn site(&self) -> Option<&Site> {
+        self.site.as_ref()
+    }
+
+    /// True if the user's config file exists (else only the site's contexts are known).
+    pub fn user_file_exists(&self) -> bool {
+        self.exists
+    }
+
+    /// True if the user's config file defines `context`.
+    pub fn user_has_context(&self, context: &str) -> bool {
+        self.user_context_names().iter().any(|n| n == context)
+    }
+
+    /// Where `current_context` comes from: the user's file, else the site's default context.
+    pub fn current_context_origin(&self) -> Option<Origin> {
+        if self.user_current_context().is_some() {
+            Some(Origin::UserConfig)
+        } else if self
+            .site
+            .as_ref()
+            .and_then(|s| s.default_context.as_ref())
+            .is_some()
+        {
+            Some(Origin::SiteFile)
+        } else {
+            None
+        }
     }
 
     /// Parses config JSON that came from `path`.
@@ -369,6 +458,8 @@ impl Config {
         let cfg = Config {
             path: path.to_owned(),
             root,
+            site: None,
+            exists: true,
         };
         cfg.contexts()?;
         Ok(cfg)
@@ -379,6 +470,8 @@ impl Config {
         Config {
             path: path.to_owned(),
             root: serde_json::json!({ "current_context": null, "contexts": [] }),
+            site: None,
+            exists: false,
         }
     }
 
@@ -413,13 +506,20 @@ impl Config {
         }
     }
 
-    /// `current_context`, if set.
-    pub fn current_context(&self) -> Option<&str> {
-        self.root.get("current_context").and_then(Value::as_str)
+    fn user_current_context(&self) -> Option<&str> {
+        self.root
+            .get("current_context")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
     }
 
-    /// The names of all contexts, in file order.
-    pub fn context_names(&self) -> Vec<String> {
+    /// `current_context` of the user's file if set, else the site's default context.
+    pub fn current_context(&self) -> Option<&str> {
+        self.user_current_context()
+            .or_else(|| self.site.as_ref()?.default_context.as_deref())
+    }
+
+    fn user_context_names(&self) -> Vec<String> {
         self.contexts()
             .map(|cs| {
                 cs.iter()
@@ -427,6 +527,34 @@ impl Config {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The names of all contexts: the user's file in file order, then the site's others.
+    pub fn context_names(&self) -> Vec<String> {
+        let mut names = self.user_context_names();
+        if let Some(site) = &self.site {
+            for c in &site.contexts {
+                if !names.contains(&c.name) {
+                    names.push(c.name.clone());
+                }
+            }
+        }
+        names
+    }
+
+    /// The context names closest to a mistyped `name` (for "did you mean").
+    pub fn similar_context(&self, name: &str) -> Option<String> {
+        self.context_names()
+            .into_iter()
+            .map(|n| {
+                (
+                    strsim::levenshtein(&n.to_lowercase(), &name.to_lowercase()),
+                    n,
+                )
+            })
+            .filter(|(d, n)| *d <= 2.max(n.len() / 3))
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, n)| n)
     }
 
     /// The oauth provider of `context` (default: `current_context`), as `defaults.auth_provider`
@@ -445,36 +573,62 @@ impl Config {
         let name = match context.filter(|c| !c.is_empty()) {
             Some(c) => c,
             None => self.current_context().ok_or_else(|| {
-                Error::config(&self.path, "current_context", "no current context is set: pass --context NAME or set one with `qsh config use-context NAME`")
+                Error::config(&self.path, "current_context", "no current context is set: pass --context NAME or set one with `qlam-auth use-context NAME`")
             })?,
         };
         let contexts = self.contexts()?;
-        let (idx, ctx) = contexts
+        let site_ctx;
+        let (path, at, ctx) = match contexts
             .iter()
             .enumerate()
             .find(|(_, c)| c.get("name").and_then(Value::as_str) == Some(name))
-            .ok_or_else(|| {
-                Error::config(
-                    &self.path,
-                    "contexts",
-                    format!(
-                        "there is no context named '{name}' (known: {})",
-                        self.context_names().join(", ")
-                    ),
-                )
-            })?;
-        let at = format!("contexts[{idx}]");
+        {
+            Some((idx, ctx)) => (self.path.clone(), format!("contexts[{idx}]"), ctx),
+            None => {
+                let found = self.site.as_ref().and_then(|s| {
+                    let i = s.contexts.iter().position(|c| c.name == name)?;
+                    Some((s.path.clone(), i, s.contexts[i].to_qsh_context()))
+                });
+                let Some((site_path, i, v)) = found else {
+                    let hint = match self.similar_context(name) {
+                        Some(n) => format!("did you mean '{n}'? "),
+                        None => String::new(),
+                    };
+                    return Err(Error::config(
+                        &self.path,
+                        "contexts",
+                        format!(
+                            "there is no context named '{name}': {hint}known: {}; see \
+                             `qlam-auth config show`",
+                            self.context_names().join(", ")
+                        ),
+                    ));
+                };
+                site_ctx = v;
+                (site_path, format!("contexts[{i}]"), &site_ctx)
+            }
+        };
+        Self::provider_in(&path, name, ctx, &at, env)
+    }
+
+    fn provider_in(
+        path: &Path,
+        name: &str,
+        ctx: &Value,
+        at: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ProviderConfig> {
         let ctx = ctx
             .as_object()
-            .ok_or_else(|| Error::config(&self.path, &at, "must be an object"))?;
+            .ok_or_else(|| Error::config(path, at, "must be an object"))?;
         let wanted = match ctx.get("defaults") {
             Some(Value::Object(d)) => {
-                field_str(d, "auth_provider", &self.path, &format!("{at}.defaults"))?
+                field_str(d, "auth_provider", path, &format!("{at}.defaults"))?
             }
             None | Some(Value::Null) => None,
             Some(_) => {
                 return Err(Error::config(
-                    &self.path,
+                    path,
                     format!("{at}.defaults"),
                     "must be an object",
                 ));
@@ -485,7 +639,7 @@ impl Config {
             None | Some(Value::Null) => &[],
             Some(_) => {
                 return Err(Error::config(
-                    &self.path,
+                    path,
                     format!("{at}.auth_providers"),
                     "must be a list",
                 ));
@@ -503,7 +657,7 @@ impl Config {
                 .find(|(_, p)| p.get("name").and_then(Value::as_str) == Some(w))
                 .ok_or_else(|| {
                     Error::config(
-                        &self.path,
+                        path,
                         format!("{at}.defaults.auth_provider"),
                         format!(
                             "names '{w}', but context '{name}' has no oauth provider of that name"
@@ -513,7 +667,7 @@ impl Config {
             None if oauth.len() == 1 => oauth[0],
             None => {
                 return Err(Error::config(
-                    &self.path,
+                    path,
                     format!("{at}.defaults.auth_provider"),
                     format!(
                         "context '{name}' has {} oauth providers: name the one to use here",
@@ -522,17 +676,16 @@ impl Config {
                 ));
             }
         };
-        self.parse_provider(name, p, &format!("{at}.auth_providers[{pidx}]"), env)
+        Self::parse_provider(path, name, p, &format!("{at}.auth_providers[{pidx}]"), env)
     }
 
     fn parse_provider(
-        &self,
+        path: &Path,
         context: &str,
         p: &Map<String, Value>,
         at: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ProviderConfig> {
-        let path = &self.path;
         let get = |k: &str| field_str(p, k, path, at);
         let need = |k: &str| -> Result<String> {
             get(k)?
@@ -586,7 +739,7 @@ impl Config {
             tenant: get("tenant")?.map(str::to_owned),
             subject_token_type: get("subject_token_type")?.map(str::to_owned),
             subject_token: get("subject_token")?.map(str::to_owned),
-            config_path: path.clone(),
+            config_path: path.to_path_buf(),
             env: EnvSnapshot::default(),
         }
         .with_env(env))
@@ -669,6 +822,35 @@ mod tests {
         let http = GOOD.replace("https://idp.example/", "http://idp.example");
         let e = cfg(&http).unwrap().provider(None).unwrap_err().to_string();
         assert!(e.contains("plain http"), "{e}");
+    }
+
+    #[test]
+    fn the_site_file_is_behind_the_users_config() {
+        let site = crate::site::Site::from_bytes(
+            Path::new("/etc/qlam-auth/site.json"),
+            br#"{"default_context": "hpc", "contexts": [
+                {"name": "prod", "issuer": "https://site.example", "client_id": "site-prod"},
+                {"name": "hpc", "issuer": "https://site.example", "client_id": "site-hpc"}]}"#,
+        )
+        .unwrap();
+        let c = cfg(GOOD).unwrap().with_site(Some(site.clone()));
+        let p = c.provider(Some("prod")).unwrap();
+        assert_eq!(p.client_id, "cli", "the user's context wins");
+        assert_eq!(p.config_path, Path::new("/t/config.json"));
+        let p = c.provider(Some("hpc")).unwrap();
+        assert_eq!(p.client_id, "site-hpc");
+        assert_eq!(p.config_path, Path::new("/etc/qlam-auth/site.json"));
+        assert_eq!(p.cache_key(), "oauth_hpc_qlam");
+        assert_eq!(c.current_context(), Some("prod"));
+        assert_eq!(c.current_context_origin(), Some(Origin::UserConfig));
+        assert_eq!(c.context_names(), ["prod", "m2m", "hpc"]);
+        let e = c.provider(Some("hcp")).unwrap_err().to_string();
+        assert!(e.contains("did you mean 'hpc'"), "{e}");
+        // No current context of the user's own: the site's default.
+        let mut none = cfg(GOOD).unwrap().with_site(Some(site));
+        none.json_mut()["current_context"] = Value::Null;
+        assert_eq!(none.current_context(), Some("hpc"));
+        assert_eq!(none.current_context_origin(), Some(Origin::SiteFile));
     }
 
     #[test]

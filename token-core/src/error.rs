@@ -49,6 +49,15 @@ pub enum Error {
         /// What was wrong with it (never the body itself).
         detail: String,
     },
+    /// The configured issuer URL does not lead to the identity provider it names: nothing
+    /// answers discovery there (HTTP 404, an unknown host), or what answers calls itself by
+    /// another issuer. A configuration error, not an outage.
+    WrongIssuer {
+        /// The configured issuer.
+        issuer: String,
+        /// What was found there, in a few words (never a response body).
+        found: String,
+    },
     /// The configuration is missing or wrong.
     Config {
         /// The file (or source) that holds the problem.
@@ -111,6 +120,7 @@ impl Error {
             Error::IdpUnreachable { .. } => "idp_unreachable",
             Error::IdpRefused { .. } => "idp_refused",
             Error::IdpBadResponse { .. } => "idp_bad_response",
+            Error::WrongIssuer { .. } => "wrong_issuer",
             Error::Config { .. } => "bad_config",
             Error::InsecurePermissions { .. } => "insecure_permissions",
             Error::Store { .. } => "store",
@@ -202,6 +212,13 @@ impl fmt::Display for Error {
                 f,
                 "the identity provider at {url} sent an invalid answer ({detail}); it may be down \
                  or behind a proxy: try again later or ask your site admins"
+            ),
+            Error::WrongIssuer { issuer, found } => write!(
+                f,
+                "the issuer URL {issuer} is wrong: {found}; check it with your site admins (the \
+                 URL must be the identity provider's issuer, where \
+                 {issuer}/.well-known/openid-configuration answers), then fix it with \
+                 `qlam-auth config init --issuer URL --client-id ID` (or in the site file)"
             ),
             Error::Config {
                 path,

@@ -19,8 +19,34 @@ use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 /// Largest response body we read.
 pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
 
-/// System trust anchors (Debian's ca-certificates bundle).
+/// System trust anchors (Debian's ca-certificates bundle), the first of [`SYSTEM_CA_BUNDLES`].
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Where Linux distributions keep the system CA bundle, in the order they are tried (the list Go's
+/// `crypto/x509` uses): the first that exists is read.
+pub const SYSTEM_CA_BUNDLES: [&str; 6] = [
+    // Debian, Ubuntu, Gentoo, Arch (ca-certificates).
+    SYSTEM_CA_BUNDLE,
+    // Fedora, RHEL 6.
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    // openSUSE, SLES.
+    "/etc/ssl/ca-bundle.pem",
+    // OpenELEC.
+    "/etc/pki/tls/cacert.pem",
+    // RHEL 7+, Rocky, Alma, CentOS (ca-trust).
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    // Alpine.
+    "/etc/ssl/cert.pem",
+];
+
+/// The system CA bundle under `root` (`/` on a real system): the first of
+/// [`SYSTEM_CA_BUNDLES`] that is a file.
+pub fn system_ca_bundle(root: &std::path::Path) -> Option<PathBuf> {
+    SYSTEM_CA_BUNDLES
+        .iter()
+        .map(|p| root.join(p.trim_start_matches('/')))
+        .find(|p| p.is_file())
+}
 
 /// How to reach identity providers.
 #[derive(Debug, Clone)]
@@ -145,7 +171,18 @@ impl Resolver for SameThreadResolver {
         let mut out = self.empty();
         let addrs: Vec<SocketAddr> = (host, port)
             .to_socket_addrs()
-            .map_err(ureq::Error::Io)?
+            .map_err(|e| {
+                // getaddrinfo's EAI_NONAME / EAI_NODATA (the C locale's gai_strerror text: Rust
+                // never calls setlocale): the name does not exist, which is not an outage.
+                let text = e.to_string();
+                if text.contains("Name or service not known")
+                    || text.contains("No address associated with hostname")
+                {
+                    ureq::Error::HostNotFound
+                } else {
+                    ureq::Error::Io(e)
+                }
+            })?
             .collect();
         for a in addrs.into_iter().take(16) {
             out.push(a);
@@ -185,7 +222,9 @@ impl UreqClient {
     pub fn new(settings: &HttpSettings) -> Result<Self> {
         let mut roots = Vec::new();
         // The system bundle may be absent in minimal containers; that is fine if another is given.
-        let _ = load_pem_file(std::path::Path::new(SYSTEM_CA_BUNDLE), &mut roots);
+        if let Some(system) = system_ca_bundle(std::path::Path::new("/")) {
+            let _ = load_pem_file(&system, &mut roots);
+        }
         let mut extra: Vec<PathBuf> = settings.ca_bundle.iter().cloned().collect();
         if let Some(p) = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty()) {
             extra.push(PathBuf::from(p));
@@ -213,7 +252,11 @@ impl UreqClient {
             return Err(Error::config(
                 SYSTEM_CA_BUNDLE,
                 "",
-                "no trusted CA certificates: install ca-certificates or set SSL_CERT_FILE",
+                format!(
+                    "no trusted CA certificates: none of {} exists; install ca-certificates \
+                     or set SSL_CERT_FILE",
+                    SYSTEM_CA_BUNDLES.join(", ")
+                ),
             ));
         }
         let tls = ureq::tls::TlsConfig::builder()
@@ -371,3 +414,52 @@ impl HttpClient for UreqClient {
 
 /// Shared handle to a client.
 pub type SharedHttp = Arc<dyn HttpClient + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests
+    use super::*;
+
+    /// A PEM certificate to plant: this machine's own bundle (the test runs on Debian).
+    fn some_pem() -> Vec<u8> {
+        std::fs::read(SYSTEM_CA_BUNDLE).unwrap()
+    }
+
+    fn plant(root: &std::path::Path, path: &str) -> PathBuf {
+        let p = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, some_pem()).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_system_bundle_is_found_on_rhel_and_suse_layouts() {
+        for path in [
+            "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", // RHEL, Rocky, Alma
+            "/etc/pki/tls/certs/ca-bundle.crt",                  // Fedora, RHEL 6
+            "/etc/ssl/ca-bundle.pem",                            // SUSE
+        ] {
+            let root = tempfile::tempdir().unwrap();
+            let planted = plant(root.path(), path);
+            assert_eq!(
+                system_ca_bundle(root.path()),
+                Some(planted.clone()),
+                "{path}"
+            );
+            let mut certs = Vec::new();
+            assert!(load_pem_file(&planted, &mut certs).unwrap() > 0, "{path}");
+        }
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(system_ca_bundle(root.path()), None);
+        plant(
+            root.path(),
+            "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+        );
+        let debian = plant(root.path(), SYSTEM_CA_BUNDLE);
+        assert_eq!(
+            system_ca_bundle(root.path()),
+            Some(debian),
+            "Debian's first"
+        );
+    }
+}

@@ -8,6 +8,8 @@
 //!   that never starts a thread.
 //! * [`broker`] is the single-flight "give me a valid access token" that every front end uses.
 //! * [`deliver`] writes tokens into private per-job files.
+//! * [`site`] is the site file (`/etc/qlam-auth/site.json`): default contexts, allowed issuers,
+//!   automatic injection.
 //! * [`m2m`], [`budget`], [`assertion`] and [`tokensource`]: machine-to-machine tokens (settings,
 //!   environment mode, monthly budgets, `private_key_jwt`, and a token source for Rust services).
 //!
@@ -31,6 +33,7 @@ pub mod oauth;
 pub mod paths;
 pub mod renew;
 pub mod secret;
+pub mod site;
 pub mod ssh;
 pub mod store;
 pub mod time;

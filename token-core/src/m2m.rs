@@ -369,10 +369,12 @@ pub fn wants_env_mode(
 }
 
 /// The broker for `context` as every front end picks it: environment mode (see
-/// [`wants_env_mode`]) or the context of the qsh config (default: its current context).
+/// [`wants_env_mode`]) or the context of the qsh config (default: its current context), with
+/// the site file's contexts behind the user's (`site`, loaded by the caller).
 pub fn select_broker(
     context: Option<&str>,
     http: &crate::http::HttpSettings,
+    site: Option<crate::site::Site>,
 ) -> Result<crate::broker::Broker> {
     let paths = QshPaths::from_process_env()?;
     let env = |k: &str| std::env::var(k).ok();
@@ -389,8 +391,8 @@ pub fn select_broker(
         return crate::broker::Broker::new(&cache_paths, provider, http);
     }
     let config = match config {
-        Some(c) => c,
-        None => crate::config::Config::load(&paths)?, // explains what is missing
+        Some(c) => c.with_site(site),
+        None => crate::config::Config::load_with_site(&paths, site)?, // or explains what is missing
     };
     let provider = config.provider(context)?;
     crate::broker::Broker::new(&paths, provider, http)

@@ -40,9 +40,10 @@ impl TokenSource {
         }
     }
 
-    /// The source for `context` (or environment mode), chosen as `qlam-auth token` does.
+    /// The source for `context` (or environment mode), chosen as `qlam-auth token` does (without
+    /// a site file).
     pub fn select(context: Option<&str>, http: &HttpSettings) -> Result<Self> {
-        crate::m2m::select_broker(context, http).map(Self::new)
+        crate::m2m::select_broker(context, http, None).map(Self::new)
     }
 
     /// Changes how fresh tokens must be and how long to wait for the lock.

@@ -1,7 +1,7 @@
 //! `qlam-auth config init`: add or update one context's oauth provider in config.json, in QLAM
 //! Core's schema, keeping everything else in the file.
 
-use crate::cli::{GrantArg, InitArgs};
+use crate::cli::{GrantArg, InitArgs, ShowArgs};
 use crate::exit::{self, Failure};
 use crate::ui;
 use serde_json::{Map, Value, json};
@@ -267,6 +267,190 @@ fn write_config(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Copies the site's context `context` into the user's config.json (created if missing) in QLAM
+/// Core's format, so that QLAM Shell and QLAM Core find the login that qlam-auth stores; makes it
+/// the current context if none is set. Returns the file written, or `None` if the user's file
+/// already defines that context (it wins over the site's).
+pub fn adopt_site_context(
+    paths: &QshPaths,
+    config: &Config,
+    context: &str,
+) -> Result<Option<std::path::PathBuf>, Failure> {
+    if config.user_has_context(context) {
+        return Ok(None);
+    }
+    let Some(site_ctx) = config.site().and_then(|s| s.context(context)) else {
+        return Ok(None);
+    };
+    let mut root = if config.user_file_exists() {
+        config.json().clone()
+    } else {
+        Config::empty(&paths.config_file).json().clone()
+    };
+    let obj = root.as_object_mut().ok_or_else(|| {
+        Failure::msg(
+            format!(
+                "{} is not a JSON object: fix it or move it away",
+                paths.config_file.display()
+            ),
+            exit::CONFIG,
+        )
+    })?;
+    let contexts = obj.entry("contexts").or_insert_with(|| json!([]));
+    if contexts.is_null() {
+        *contexts = json!([]);
+    }
+    contexts
+        .as_array_mut()
+        .ok_or_else(|| {
+            Failure::msg(
+                format!(
+                    "'contexts' in {} is not a list: fix it",
+                    paths.config_file.display()
+                ),
+                exit::CONFIG,
+            )
+        })?
+        .push(site_ctx.to_qsh_context());
+    if obj
+        .get("current_context")
+        .is_none_or(|c| c.as_str().is_none_or(str::is_empty))
+    {
+        obj.insert("current_context".into(), json!(context));
+    }
+    let bytes = render(&root).map_err(|m| Failure::msg(m, exit::CONFIG))?;
+    Config::from_bytes(&paths.config_file, &bytes)?.provider(Some(context))?;
+    write_config(&paths.config_file, &bytes)?;
+    Ok(Some(paths.config_file.clone()))
+}
+
+/// Each effective setting of `context` (default: the current one), with where it comes from
+/// (`config show` and `doctor`).
+pub fn effective_settings(
+    config: &Config,
+    context: Option<&str>,
+) -> Result<Vec<(&'static str, String, token_core::config::Origin)>, Failure> {
+    use token_core::config::Origin;
+    let (name, name_origin) = match context.filter(|c| !c.is_empty()) {
+        Some(c) => (Some(c.to_owned()), Some(Origin::CommandLine)),
+        None => (
+            config.current_context().map(str::to_owned),
+            config.current_context_origin(),
+        ),
+    };
+    let provider = config.provider(name.as_deref())?;
+    let ctx_origin = if config.user_has_context(&provider.context) {
+        Origin::UserConfig
+    } else {
+        Origin::SiteFile
+    };
+    // An unset scope is QLAM Core's default for logins.
+    let scope_origin = if provider.scope.as_deref() == Some(token_core::config::DEFAULT_USER_SCOPE)
+    {
+        Origin::Default
+    } else {
+        ctx_origin
+    };
+    Ok(vec![
+        (
+            "context",
+            provider.context.clone(),
+            name_origin.unwrap_or(Origin::Default),
+        ),
+        ("provider", provider.name.clone(), ctx_origin),
+        ("issuer", provider.issuer.clone(), ctx_origin),
+        ("client_id", provider.client_id.clone(), ctx_origin),
+        ("grant", provider.grant_type.as_str().to_owned(), ctx_origin),
+        (
+            "audience",
+            provider.audience.clone().unwrap_or_else(|| "-".into()),
+            ctx_origin,
+        ),
+        (
+            "tenant",
+            provider.tenant.clone().unwrap_or_else(|| "-".into()),
+            ctx_origin,
+        ),
+        (
+            "scope",
+            provider.scope.clone().unwrap_or_else(|| "-".into()),
+            scope_origin,
+        ),
+    ])
+}
+
+/// Runs `config show`.
+pub fn show(args: &ShowArgs) -> Result<(), Failure> {
+    let paths = QshPaths::from_process_env()?;
+    let site_path = super::site_file();
+    let config = super::load_config(&paths)?;
+    let rows = effective_settings(&config, args.context.as_deref())?;
+    let present = |b: bool| if b { "present" } else { "absent" };
+    let site_present = config.site().is_some();
+    if args.json {
+        let mut settings = Map::new();
+        for (k, v, o) in &rows {
+            settings.insert((*k).to_owned(), json!({"value": v, "origin": o.as_str()}));
+        }
+        let v = json!({
+            "site_file": {"path": site_path.display().to_string(), "present": site_present},
+            "user_config": {"path": paths.config_file.display().to_string(),
+                            "present": config.user_file_exists()},
+            "contexts": config.context_names(),
+            "settings": settings,
+        });
+        let text = serde_json::to_string_pretty(&v)
+            .map_err(|e| Failure::msg(e.to_string(), exit::OTHER))?;
+        ui::say(&format!("{text}\n"));
+        return Ok(());
+    }
+    let mut s = format!(
+        "site file:    {} ({})\nuser config:  {} ({})\ncontexts:     {}\n\n",
+        site_path.display(),
+        present(site_present),
+        paths.config_file.display(),
+        present(config.user_file_exists()),
+        config.context_names().join(", ")
+    );
+    for (k, v, o) in &rows {
+        s.push_str(&format!("  {k:<10} {v:<40} ({})\n", o.as_str()));
+    }
+    s.push_str("\nPrecedence: command line > user config > site file.\n");
+    ui::say(&s);
+    Ok(())
+}
+
+/// Runs `use-context NAME`.
+pub fn use_context(name: &str) -> Result<(), Failure> {
+    let paths = QshPaths::from_process_env()?;
+    let config = super::load_config(&paths)?;
+    // Says "did you mean" for a typo.
+    config.provider(Some(name))?;
+    let adopted = adopt_site_context(&paths, &config, name)?;
+    let config = super::load_config(&paths)?;
+    if config.user_file_exists() {
+        let mut root = config.json().clone();
+        if let Some(obj) = root.as_object_mut() {
+            obj.insert("current_context".into(), json!(name));
+        }
+        let bytes = render(&root).map_err(|m| Failure::msg(m, exit::CONFIG))?;
+        Config::from_bytes(&paths.config_file, &bytes)?;
+        write_config(&paths.config_file, &bytes)?;
+    }
+    let mut s = format!(
+        "The current context is now '{name}' ({}).\n",
+        paths.config_file.display()
+    );
+    if adopted.is_some() {
+        s.push_str(&format!(
+            "  (copied from the site file {})\n",
+            super::site_file().display()
+        ));
+    }
+    ui::say(&s);
+    Ok(())
+}
+
 /// Runs `config init`.
 pub fn init(args: &InitArgs) -> Result<(), Failure> {
     let paths = QshPaths::from_process_env()?;
@@ -308,6 +492,12 @@ pub fn init(args: &InitArgs) -> Result<(), Failure> {
              just to read the login: pass --tenant ORG if you use them with this context",
         );
     }
+    if !args.offline {
+        // The issuer must be an identity provider that calls itself by that name.
+        let broker =
+            token_core::broker::Broker::new(&paths, provider.clone(), &super::http_settings())?;
+        broker.oauth()?.discovery()?;
+    }
     write_config(&paths.config_file, &bytes)?;
     let mut s = format!(
         "{} context '{}' in {}:\n  provider '{}' ({}) at {}, client '{}'\n",
@@ -330,7 +520,7 @@ pub fn init(args: &InitArgs) -> Result<(), Failure> {
         ));
     } else if merged.current.as_deref() != Some(args.context.as_str()) {
         s.push_str(&format!(
-            "  the current context stays '{}': use --context {} with the other commands, or `qsh config use-context {}`\n",
+            "  the current context stays '{}': use --context {} with the other commands, or `qlam-auth use-context {}`\n",
             merged.current.as_deref().unwrap_or("?"),
             args.context,
             args.context

@@ -108,6 +108,33 @@ pub fn run(args: &DoctorArgs) -> Result<(), Failure> {
     check_filesystem(&paths.credentials_dir, &mut checks);
     checks.push(check_plugstack());
 
+    let fails = checks.iter().filter(|c| c.level == Level::Fail).count();
+    if args.json {
+        let list: Vec<serde_json::Value> = checks
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "level": c.level.label().to_ascii_lowercase(),
+                    "check": c.what,
+                    "detail": c.detail,
+                    "fix": c.fix,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "context": provider.as_ref().map(|p| p.context.clone()),
+            "ok": fails == 0,
+            "checks": list,
+        });
+        let text = serde_json::to_string_pretty(&v)
+            .map_err(|e| Failure::msg(e.to_string(), exit::OTHER))?;
+        ui::say(&format!("{text}\n"));
+        return if fails > 0 {
+            Err(Failure::Reported(exit::OTHER))
+        } else {
+            Ok(())
+        };
+    }
     let mut out = format!(
         "qlam-auth doctor{}\n",
         provider
@@ -146,7 +173,51 @@ fn check_config(
     context: Option<&str>,
     checks: &mut Vec<Check>,
 ) -> Option<ProviderConfig> {
-    let config = match Config::load(paths) {
+    let site = match token_core::site::Site::load(super::site_file()) {
+        Ok(Some(site)) => {
+            checks.push(check(
+                Level::Info,
+                "site file",
+                format!(
+                    "{}: {} context(s), default {}, allowed issuers {}, automatic injection {}",
+                    site.path.display(),
+                    site.contexts.len(),
+                    site.default_context.as_deref().unwrap_or("none"),
+                    site.issuers
+                        .as_ref()
+                        .map_or("not set".to_owned(), |i| i.join(", ")),
+                    if site.inject.automatic { "on" } else { "off" }
+                ),
+            ));
+            Some(site)
+        }
+        Ok(None) => {
+            checks.push(check(
+                Level::Info,
+                "site file",
+                format!("{}: none (not needed)", super::site_file().display()),
+            ));
+            None
+        }
+        Err(e) => {
+            checks.push(Check::from_error("site file", &e));
+            None
+        }
+    };
+    let config = match Config::load_with_site(paths, site) {
+        Ok(c) => {
+            if let Ok(rows) = super::config::effective_settings(&c, context) {
+                let text: Vec<String> = rows
+                    .iter()
+                    .map(|(k, v, o)| format!("{k} {v} ({})", o.as_str()))
+                    .collect();
+                checks.push(check(Level::Info, "settings", text.join(", ")));
+            }
+            Ok(c)
+        }
+        Err(e) => Err(e),
+    };
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             checks.push(Check::from_error("config", &e));
@@ -160,7 +231,7 @@ fn check_config(
                 "config",
                 format!(
                     "{}: context '{}' uses provider '{}' ({}) at {}, client '{}'",
-                    paths.config_file.display(),
+                    p.config_path.display(),
                     p.context,
                     p.name,
                     p.grant_type.as_str(),

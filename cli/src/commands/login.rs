@@ -81,7 +81,23 @@ pub fn run(args: &LoginArgs) -> Result<(), Failure> {
     if interrupt.is_set() {
         return Err(Failure::Interrupted);
     }
-    finish(&sel, response?)
+    let response = response?;
+    // A context from the site file goes into the user's config.json before the login is
+    // stored, so that QLAM Shell and QLAM Core read the same login.
+    if sel.provider.context != token_core::m2m::ENV_CONTEXT {
+        let paths = token_core::paths::QshPaths::from_process_env()?;
+        let config = super::load_config(&paths)?;
+        if let Some(file) =
+            super::config::adopt_site_context(&paths, &config, &sel.provider.context)?
+        {
+            ui::say(&format!(
+                "Added the site's context '{}' to {} (for QLAM Shell and QLAM Core too).\n",
+                sel.provider.context,
+                file.display()
+            ));
+        }
+    }
+    finish(&sel, response)
 }
 
 struct Waiter<'a> {
@@ -219,8 +235,21 @@ fn browser_login(
     Ok(result?)
 }
 
+/// Who logged in, from the userinfo endpoint (for IdPs that send opaque access tokens and no ID
+/// token). Best effort: any failure just leaves the name unknown.
+fn subject_from_userinfo(
+    sel: &Selected,
+    access_token: &token_core::secret::Secret,
+) -> Option<String> {
+    let claims = sel.broker.oauth().ok()?.userinfo(access_token).ok()?;
+    ["email", "preferred_username", "sub"]
+        .iter()
+        .find_map(|k| claims.get(*k).and_then(|v| v.as_str()).map(str::to_owned))
+}
+
 fn finish(sel: &Selected, response: TokenResponse) -> Result<(), Failure> {
-    let subject = subject_of(response.id_token.as_ref(), &response.access_token);
+    let subject = subject_of(response.id_token.as_ref(), &response.access_token)
+        .or_else(|| subject_from_userinfo(sel, &response.access_token));
     let has_refresh = response.refresh_token.is_some();
     let lifetime = response
         .expires_in
@@ -230,7 +259,10 @@ fn finish(sel: &Selected, response: TokenResponse) -> Result<(), Failure> {
         response.access_token.fingerprint(),
         response.refresh_token.as_ref().map_or("none".into(), |r| r.fingerprint()));
     let path = sel.broker.save_login(response)?;
-    let who = subject.unwrap_or_else(|| "(unknown: the identity provider sent no ID token)".into());
+    let who = subject.unwrap_or_else(|| {
+        "(unknown: the identity provider sent no ID token and its userinfo endpoint did not say)"
+            .into()
+    });
     let mut s = format!(
         "Logged in to context '{}' as {}.\n  credentials: {}\n",
         sel.provider.context,

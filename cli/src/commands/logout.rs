@@ -1,4 +1,5 @@
-//! `qlam-auth logout`: revoke the refresh token (best effort) and delete the stored login.
+//! `qlam-auth logout`: revoke the refresh token and delete the stored login; if revocation
+//! fails, keep the login (the token stays valid at the IdP) unless `--local`.
 
 use super::select;
 use crate::cli::LogoutArgs;
@@ -14,11 +15,23 @@ pub fn run(args: &LogoutArgs) -> Result<(), Failure> {
     let removed = outcome.removed;
     let mut revoked = "";
     match outcome.revocation {
-        Revocation::Failed(e) => ui::warn(&format!(
-            "could not revoke the token at the identity provider ({e}); the local credentials \
-             are deleted anyway, but the refresh token stays valid at the provider until it \
-             expires (revoke it in your account settings if it may have leaked)"
-        )),
+        Revocation::Failed(e) => {
+            let code = crate::exit::code_for(&e);
+            return Err(Failure::msg(
+                format!(
+                    "could not revoke the login at the identity provider ({e}); the credentials \
+                     in {} are kept, because the refresh token is still valid there: run \
+                     `qlam-auth logout` again when the identity provider is reachable, or \
+                     `qlam-auth logout --local` to delete them here only",
+                    path.display()
+                ),
+                if code == crate::exit::OK {
+                    crate::exit::OTHER
+                } else {
+                    code
+                },
+            ));
+        }
         Revocation::NotSupported => {
             revoked = " (the identity provider offers no revocation: the refresh token stays valid there until it expires)";
         }

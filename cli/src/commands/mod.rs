@@ -11,9 +11,50 @@ pub mod status;
 pub mod token;
 
 use crate::exit::Failure;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use token_core::broker::Broker;
-use token_core::config::ProviderConfig;
+use token_core::config::{Config, ProviderConfig};
 use token_core::http::HttpSettings;
+use token_core::paths::QshPaths;
+use token_core::site::Site;
+
+static SITE_FILE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Sets the site file's path (`main` reads `QLAM_AUTH_SITE_FILE`); once, before any command.
+pub fn set_site_file(path: PathBuf) {
+    let _ = SITE_FILE.set(path);
+}
+
+/// The site file's path (default `/etc/qlam-auth/site.json`).
+pub fn site_file() -> &'static Path {
+    SITE_FILE.get_or_init(|| PathBuf::from(token_core::site::DEFAULT_SITE_FILE))
+}
+
+/// The site file, if there is one; refused (with the fix) if others could have changed it.
+pub fn load_site() -> Result<Option<Site>, Failure> {
+    Ok(Site::load(site_file())?)
+}
+
+/// The user's config with the site's contexts behind it.
+pub fn load_config(paths: &QshPaths) -> Result<Config, Failure> {
+    Ok(Config::load_with_site(paths, load_site()?)?)
+}
+
+/// Warns when pipeline variables are set but a config file makes them unused.
+pub fn warn_ignored_pipeline_vars(context: Option<&str>, paths: &QshPaths) {
+    let id_set =
+        std::env::var(token_core::m2m::vars::CLIENT_ID).is_ok_and(|v| !v.trim().is_empty());
+    if id_set && context.is_none() && paths.config_file.exists() {
+        crate::ui::warn(&format!(
+            "{} and the other pipeline variables are ignored because {} exists (precedence: \
+             --context, then that file, then the site file; the variables apply only without a \
+             config file): pass --context env to use them",
+            token_core::m2m::vars::CLIENT_ID,
+            paths.config_file.display()
+        ));
+    }
+}
 
 /// What most commands work on: one context's provider, and its broker.
 #[derive(Debug)]
@@ -33,7 +74,10 @@ pub fn http_settings() -> HttpSettings {
 /// `env` of environment mode (`QLAM_CLIENT_ID`, `QLAM_CLIENT_SECRET`, `QLAM_AUDIENCE`,
 /// `AUTH_BASE_URL`): with `--context env`, or with no config file at all.
 pub fn select(context: Option<&str>) -> Result<Selected, Failure> {
-    let broker = token_core::m2m::select_broker(context, &http_settings())?;
+    if let Ok(paths) = QshPaths::from_process_env() {
+        warn_ignored_pipeline_vars(context, &paths);
+    }
+    let broker = token_core::m2m::select_broker(context, &http_settings(), load_site()?)?;
     Ok(Selected {
         provider: broker.provider().clone(),
         broker,

@@ -45,7 +45,12 @@ pub fn run(a: &JobRenewerArgs) -> Result<(), Failure> {
         allowed_issuers: (!a.issuers.is_empty()).then(|| a.issuers.clone()),
     };
     let mut obtain = |min_valid: Duration| {
-        let config = Config::load(&paths)?;
+        // The site file is read again each time, as the plugin does in every hook.
+        let site = match &a.site_file {
+            Some(f) => token_core::site::Site::load(f)?,
+            None => None,
+        };
+        let config = Config::load_with_site(&paths, site)?;
         let provider = config.provider_with_env(a.context.as_deref(), &env)?;
         let broker = Broker::new(&paths, provider, &http)?
             .with_deadline(Instant::now() + Duration::from_secs(a.timeout));

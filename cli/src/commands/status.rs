@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use token_core::Error;
 use token_core::broker::{Broker, LoginSummary};
 use token_core::budget;
-use token_core::config::{Config, GrantType, ProviderConfig};
+use token_core::config::{GrantType, ProviderConfig};
 use token_core::m2m::{self, BudgetPolicy};
 use token_core::paths::QshPaths;
 use token_core::time::Timestamp;
@@ -312,7 +312,7 @@ pub fn run(args: &StatusArgs) -> Result<(), Failure> {
     let env = |k: &str| std::env::var(k).ok();
     let config_exists = paths.config_file.exists();
     let config = if config_exists {
-        Some(Config::load(&paths)?)
+        Some(super::load_config(&paths)?)
     } else {
         None
     };
@@ -336,7 +336,7 @@ pub fn run(args: &StatusArgs) -> Result<(), Failure> {
     }
     let config = match config {
         Some(c) => c,
-        None => Config::load(&paths)?, // says what is missing
+        None => super::load_config(&paths)?, // says what is missing
     };
     let names = if args.all {
         config.context_names()

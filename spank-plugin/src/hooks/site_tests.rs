@@ -159,7 +159,12 @@ fn argv(public: bool) -> Vec<String> {
     } else {
         "m2m=qpu-ci:/etc/qlam/m2m/qpu-ci.json"
     };
-    vec![m2m.to_owned(), "token_dir=/run/qlam-auth".to_owned()]
+    vec![
+        m2m.to_owned(),
+        "token_dir=/run/qlam-auth".to_owned(),
+        "issuers=https://idp.example".to_owned(),
+        "site=/nonexistent/qlam-auth-test/site.json".to_owned(),
+    ]
 }
 
 fn job(groups: &[u32]) -> (Fake, FakeSite, Verdict) {

@@ -192,9 +192,17 @@ impl Backend for FakeBackend {
     }
 }
 
+/// Plugin arguments: an allowed issuer and a site file that does not exist (hermetic), then `a`.
 fn argv(a: &[&str]) -> Vec<String> {
-    a.iter().map(|s| s.to_string()).collect()
+    [ISSUERS_ARG, NO_SITE_ARG]
+        .iter()
+        .chain(a)
+        .map(|s| s.to_string())
+        .collect()
 }
+
+const ISSUERS_ARG: &str = "issuers=https://idp.example";
+const NO_SITE_ARG: &str = "site=/nonexistent/qlam-auth-test/site.json";
 
 /// Runs the remote hooks of one step in order; returns task_init's verdict.
 fn run_step(host: &mut FakeHost, backend: &FakeBackend, args: &[String]) -> (State, Verdict) {
@@ -219,7 +227,7 @@ fn allocator_without_option_does_nothing() {
     let backend = FakeBackend::default();
     let mut state = State::default();
     assert_eq!(
-        init_post_opt(&mut host, &backend, &mut state, &[]),
+        init_post_opt(&mut host, &backend, &mut state, &argv(&[])),
         Verdict::Continue
     );
     assert!(backend.calls().is_empty());
@@ -237,7 +245,7 @@ fn allocator_checks_login_and_never_sets_env() {
         let backend = FakeBackend::default();
         let mut state = State::default();
         assert_eq!(
-            init_post_opt(&mut host, &backend, &mut state, &[]),
+            init_post_opt(&mut host, &backend, &mut state, &argv(&[])),
             Verdict::Continue
         );
         assert_eq!(
@@ -248,7 +256,7 @@ fn allocator_checks_login_and_never_sets_env() {
         );
         // The later hooks of sbatch/srun never deliver either.
         assert_eq!(
-            user_init(&mut host, &backend, &mut state, &[]),
+            user_init(&mut host, &backend, &mut state, &argv(&[])),
             Verdict::Continue
         );
         assert_eq!(task_init(&mut host, &state), Verdict::Continue);
@@ -267,7 +275,7 @@ fn allocator_refuses_a_user_without_login() {
     };
     let mut state = State::default();
     assert_eq!(
-        init_post_opt(&mut host, &backend, &mut state, &[]),
+        init_post_opt(&mut host, &backend, &mut state, &argv(&[])),
         Verdict::Fail
     );
     let errors = host.errors();
@@ -284,7 +292,7 @@ fn allocator_refuses_a_bad_context_name() {
     );
     let backend = FakeBackend::default();
     assert_eq!(
-        init_post_opt(&mut host, &backend, &mut State::default(), &[]),
+        init_post_opt(&mut host, &backend, &mut State::default(), &argv(&[])),
         Verdict::Fail
     );
     assert!(backend.calls().is_empty());
@@ -353,7 +361,7 @@ fn later_step_reuses_the_job_token() {
         reusable: true,
         ..Default::default()
     };
-    let (_, v) = run_step(&mut host, &backend, &[]);
+    let (_, v) = run_step(&mut host, &backend, &argv(&[]));
     assert_eq!(v, Verdict::Continue);
     assert!(!backend.called("obtain"));
     assert!(!backend.called("write"));
@@ -368,7 +376,7 @@ fn later_step_reuses_the_job_token() {
 fn remote_without_option_does_nothing() {
     let mut host = FakeHost::new(Context::Remote, OptionState::NotGiven);
     let backend = FakeBackend::default();
-    let (state, v) = run_step(&mut host, &backend, &[]);
+    let (state, v) = run_step(&mut host, &backend, &argv(&[]));
     assert_eq!(v, Verdict::Continue);
     assert_eq!(state, State::default());
     assert!(backend.calls().is_empty());
@@ -381,7 +389,7 @@ fn export_none_flag_is_read_from_the_job_environment() {
     host.env
         .insert(crate::OPTION_ENV.to_owned(), "(null)".to_owned());
     let backend = FakeBackend::default();
-    let (_, v) = run_step(&mut host, &backend, &[]);
+    let (_, v) = run_step(&mut host, &backend, &argv(&[]));
     assert_eq!(v, Verdict::Continue);
     assert!(
         backend.called("obtain home=/home/alice context=None"),
@@ -397,7 +405,7 @@ fn export_none_value_selects_the_context_and_its_own_file() {
     host.env
         .insert(crate::OPTION_ENV.to_owned(), "prod".to_owned());
     let backend = FakeBackend::default();
-    let (_, v) = run_step(&mut host, &backend, &[]);
+    let (_, v) = run_step(&mut host, &backend, &argv(&[]));
     assert_eq!(v, Verdict::Continue);
     assert!(
         backend.called(r#"obtain home=/home/alice context=Some("prod")"#),
@@ -415,7 +423,7 @@ fn remote_empty_value_means_current_context() {
     // 22.05 passes "" to the remote side for a bare `--qlam-auth`.
     let mut host = FakeHost::new(Context::Remote, OptionState::Given(Some(String::new())));
     let backend = FakeBackend::default();
-    let (_, v) = run_step(&mut host, &backend, &[]);
+    let (_, v) = run_step(&mut host, &backend, &argv(&[]));
     assert_eq!(v, Verdict::Continue);
     assert!(backend.called("obtain home=/home/alice context=None"));
 }
@@ -429,7 +437,7 @@ fn obtain_failure_is_remembered_and_fails_only_task_init() {
         ),
         ..Default::default()
     };
-    let (state, v) = run_step(&mut host, &backend, &[]);
+    let (state, v) = run_step(&mut host, &backend, &argv(&[]));
     assert_eq!(v, Verdict::Fail);
     let msg = state.failure.unwrap_or_default();
     assert!(
@@ -449,7 +457,7 @@ fn prepare_failure_skips_delivery_and_fails_the_job() {
         prepare_error: Some("refusing /run/qlam-auth/4242: a symlink".to_owned()),
         ..Default::default()
     };
-    let (state, v) = run_step(&mut host, &backend, &[]);
+    let (state, v) = run_step(&mut host, &backend, &argv(&[]));
     assert_eq!(v, Verdict::Fail);
     assert!(!backend.called("obtain"));
     assert!(state.failure.unwrap_or_default().contains("site admins"));
@@ -461,7 +469,7 @@ fn setenv_failure_is_remembered() {
     let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
     host.setenv_fails = true;
     let backend = FakeBackend::default();
-    let (state, v) = run_step(&mut host, &backend, &[]);
+    let (state, v) = run_step(&mut host, &backend, &argv(&[]));
     assert_eq!(v, Verdict::Fail);
     assert!(
         state
@@ -511,20 +519,20 @@ fn batch_step_exit_cleans_other_steps_do_not() {
     let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
     host.step = Some(3);
     assert_eq!(
-        exit(&mut host, &backend, &State::default(), &[]),
+        exit(&mut host, &backend, &State::default(), &argv(&[])),
         Verdict::Continue
     );
     assert!(backend.calls().is_empty());
     host.step = Some(BATCH_STEP);
     assert_eq!(
-        exit(&mut host, &backend, &State::default(), &[]),
+        exit(&mut host, &backend, &State::default(), &argv(&[])),
         Verdict::Continue
     );
     assert_eq!(backend.calls(), vec!["remove /run/qlam-auth 4242"]);
     let mut sbatch = FakeHost::new(Context::Allocator, FakeHost::flag());
     sbatch.step = Some(BATCH_STEP);
     assert_eq!(
-        exit(&mut sbatch, &backend, &State::default(), &[]),
+        exit(&mut sbatch, &backend, &State::default(), &argv(&[])),
         Verdict::Continue
     );
     assert_eq!(backend.calls().len(), 1);
@@ -545,7 +553,7 @@ fn option_callback_validates_and_records() {
     let mut host = FakeHost::new(Context::Remote, OptionState::NotGiven);
     let backend = FakeBackend::default();
     assert_eq!(
-        init_post_opt(&mut host, &backend, &mut state, &[]),
+        init_post_opt(&mut host, &backend, &mut state, &argv(&[])),
         Verdict::Continue
     );
     assert!(backend.called("prepare"));
@@ -558,7 +566,7 @@ fn relative_config_dir_is_refused_at_submission_and_in_the_job() {
         .insert("QSH_CONFIG_DIR".to_owned(), "qsh-test".to_owned());
     let backend = FakeBackend::default();
     assert_eq!(
-        init_post_opt(&mut host, &backend, &mut State::default(), &[]),
+        init_post_opt(&mut host, &backend, &mut State::default(), &argv(&[])),
         Verdict::Fail
     );
     assert!(
@@ -571,7 +579,7 @@ fn relative_config_dir_is_refused_at_submission_and_in_the_job() {
     let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
     host.env
         .insert("QSH_CONFIG".to_owned(), "conf.json".to_owned());
-    let (state, v) = run_step(&mut host, &backend, &[]);
+    let (state, v) = run_step(&mut host, &backend, &argv(&[]));
     assert_eq!(v, Verdict::Fail);
     assert!(
         state
@@ -621,7 +629,7 @@ fn a_job_submitting_a_job_does_not_pass_its_token_on() {
         host.env.insert("QLAM_ACCESS_TOKEN".into(), "tok".into());
         host.env.insert("OTHER".into(), "x".into());
         let mut state = State::default();
-        let _ = init_post_opt(&mut host, &FakeBackend::default(), &mut state, &[]);
+        let _ = init_post_opt(&mut host, &FakeBackend::default(), &mut state, &argv(&[]));
         for v in TOKEN_VARS {
             assert!(!host.env.contains_key(v), "{v} travelled into the new job");
         }
@@ -635,7 +643,7 @@ fn a_job_submitting_a_job_does_not_pass_its_token_on() {
         &mut host,
         &FakeBackend::default(),
         &mut State::default(),
-        &[],
+        &argv(&[]),
     );
     assert_eq!(
         host.env.get("BEARER_TOKEN_FILE").map(String::as_str),
@@ -649,7 +657,7 @@ fn a_job_submitting_a_job_does_not_pass_its_token_on() {
         &mut host,
         &FakeBackend::default(),
         &mut State::default(),
-        &[],
+        &argv(&[]),
     );
     assert!(host.env.contains_key("QLAM_TOKEN_FILE"));
 }
@@ -688,5 +696,110 @@ fn a_short_job_needs_its_token_only_until_its_end() {
     assert_eq!(
         needed_validity(&host, &args).min_valid,
         Duration::from_secs(3600)
+    );
+}
+
+#[test]
+fn automatic_injection_gives_a_token_without_the_flag() {
+    let mut host = FakeHost::new(Context::Remote, OptionState::NotGiven);
+    let backend = FakeBackend::default();
+    let (_, v) = run_step(&mut host, &backend, &argv(&["inject=auto"]));
+    assert_eq!(v, Verdict::Continue);
+    assert!(backend.called("obtain"), "{:?}", backend.calls());
+    assert!(host.set.contains_key(ENV_TOKEN_FILE));
+    // --qlam-auth=no opts the job out.
+    let mut host = FakeHost::new(Context::Remote, OptionState::Given(Some("no".into())));
+    let backend = FakeBackend::default();
+    let (_, v) = run_step(&mut host, &backend, &argv(&["inject=auto"]));
+    assert_eq!(v, Verdict::Continue);
+    assert!(backend.calls().is_empty(), "{:?}", backend.calls());
+    assert!(host.set.is_empty());
+}
+
+#[test]
+fn the_users_environment_sets_their_default() {
+    for (site, user, wanted) in [
+        ("inject=auto", "no", false),
+        ("inject=requested", "yes", true),
+        ("inject=requested", "", false),
+    ] {
+        let mut host = FakeHost::new(Context::Remote, OptionState::NotGiven);
+        if !user.is_empty() {
+            host.env.insert(ENV_INJECT.to_owned(), user.to_owned());
+        }
+        let backend = FakeBackend::default();
+        run_step(&mut host, &backend, &argv(&[site]));
+        assert_eq!(backend.called("obtain"), wanted, "{site} {user}");
+    }
+}
+
+#[test]
+fn automatic_injection_never_refuses_a_user_without_login() {
+    let no_login = || FakeBackend {
+        login_error: Some("not logged in for context 'default': run `qlam-auth login`".into()),
+        obtain_error: Some("not logged in for context 'default': run `qlam-auth login`".into()),
+        ..Default::default()
+    };
+    let mut sbatch = FakeHost::new(Context::Allocator, OptionState::NotGiven);
+    let backend = no_login();
+    assert_eq!(
+        init_post_opt(
+            &mut sbatch,
+            &backend,
+            &mut State::default(),
+            &argv(&["inject=auto"])
+        ),
+        Verdict::Continue
+    );
+    assert!(backend.called("check_login"), "the login is looked at");
+    assert!(sbatch.errors().is_empty(), "{:?}", sbatch.errors());
+    let mut host = FakeHost::new(Context::Remote, OptionState::NotGiven);
+    let backend = no_login();
+    let (state, v) = run_step(&mut host, &backend, &argv(&["inject=auto"]));
+    assert_eq!(v, Verdict::Continue, "the job runs, without a token");
+    assert_eq!(state.failure, None);
+    assert!(!host.set.contains_key(ENV_TOKEN_FILE));
+    // With the flag, the same user is refused at submission.
+    let mut sbatch = FakeHost::new(Context::Allocator, FakeHost::flag());
+    assert_eq!(
+        init_post_opt(
+            &mut sbatch,
+            &no_login(),
+            &mut State::default(),
+            &argv(&["inject=auto"])
+        ),
+        Verdict::Fail
+    );
+}
+
+#[test]
+fn without_allowed_issuers_no_token_is_delivered() {
+    let none = [NO_SITE_ARG.to_owned()];
+    let mut sbatch = FakeHost::new(Context::Allocator, FakeHost::flag());
+    let backend = FakeBackend::default();
+    assert_eq!(
+        init_post_opt(&mut sbatch, &backend, &mut State::default(), &none),
+        Verdict::Fail
+    );
+    let e = sbatch.errors().join("\n");
+    assert!(e.contains("site admins") && e.contains("issuers"), "{e}");
+    assert!(backend.calls().is_empty());
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    let (_, v) = run_step(&mut host, &backend, &none);
+    assert_eq!(v, Verdict::Fail, "the job fails, the node stays up");
+    assert!(!backend.called("obtain"));
+    assert!(
+        host.errors()
+            .iter()
+            .any(|m| m.contains("plugstack.conf") && m.contains("issuers=")),
+        "the admins read the fix in slurmd's log: {:?}",
+        host.errors()
+    );
+    // A job that did not ask is not refused.
+    let mut sbatch = FakeHost::new(Context::Allocator, OptionState::NotGiven);
+    let auto = [NO_SITE_ARG.to_owned(), "inject=auto".to_owned()];
+    assert_eq!(
+        init_post_opt(&mut sbatch, &backend, &mut State::default(), &auto),
+        Verdict::Continue
     );
 }

@@ -245,7 +245,25 @@ impl OAuthClient {
 
     fn fetch_discovery(&self) -> Result<Discovery> {
         let url = format!("{}/.well-known/openid-configuration", self.provider.issuer);
-        let res = self.http.get_within(&url, &[], self.remaining(&url)?)?;
+        let wrong = |found: String| Error::WrongIssuer {
+            issuer: self.provider.issuer.clone(),
+            found,
+        };
+        let res = match self.http.get_within(&url, &[], self.remaining(&url)?) {
+            Err(Error::IdpUnreachable { detail, .. }) if detail == "host not found" => {
+                return Err(wrong(
+                    "its host name does not resolve (unknown host)".into(),
+                ));
+            }
+            r => r?,
+        };
+        // 404/410 (and other 4xx but 429): nothing serves OpenID discovery at that URL.
+        if matches!(res.status, 400..=499) && res.status != 429 {
+            return Err(wrong(format!(
+                "{url} answered HTTP {}: no OpenID Connect discovery there",
+                res.status
+            )));
+        }
         if res.status != 200 {
             return Err(bad(&url, &res, "discovery failed"));
         }
@@ -256,13 +274,10 @@ impl OAuthClient {
             detail: "no issuer in discovery".into(),
         })?;
         if issuer.trim_end_matches('/') != self.provider.issuer {
-            return Err(Error::IdpBadResponse {
-                url,
-                detail: format!(
-                    "it calls itself '{issuer}', not '{}' (check auth_base_url)",
-                    self.provider.issuer
-                ),
-            });
+            return Err(wrong(format!(
+                "the identity provider there calls itself '{}' (use that URL if it is yours)",
+                clean(&issuer)
+            )));
         }
         let check = |k: &str| -> Result<Option<String>> {
             match s(k) {

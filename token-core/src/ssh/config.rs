@@ -21,10 +21,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The default site file (`QLAM_AUTH_SITE_FILE` overrides it; the CLI reads that variable).
-pub const SITE_FILE: &str = "/etc/qlam-auth/site.json";
-/// The variable that names another site file.
-pub const ENV_SITE_FILE: &str = "QLAM_AUTH_SITE_FILE";
+/// The site file (one for the whole site, see [`crate::site`]).
+pub use crate::site::DEFAULT_SITE_FILE as SITE_FILE;
+/// The environment variable the CLI reads to find another site file.
+pub use crate::site::ENV_SITE_FILE;
 /// The API key's environment variable when the service names none.
 pub const DEFAULT_API_KEY_ENV: &str = "QLAM_API_KEY";
 /// The key when the service names none.

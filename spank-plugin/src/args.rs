@@ -107,6 +107,18 @@ impl Default for Args {
     }
 }
 
+/// `yes`/`no` (also `true`/`false`, `1`/`0`); anything else is a problem that keeps `current`.
+fn yes_no(value: &str, current: bool) -> Result<bool, String> {
+    match value {
+        "yes" | "true" | "1" => Ok(true),
+        "no" | "false" | "0" => Ok(false),
+        _ => Err(format!(
+            "expected yes or no; keeping {}",
+            if current { "yes" } else { "no" }
+        )),
+    }
+}
+
 /// A problem found in the arguments, to be logged by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem(pub String);
@@ -160,18 +172,7 @@ impl Args {
                         .map_err(|e| format!("{e}; using half of timeout"))?,
                 );
             }
-            "env_token" => {
-                self.env_token = match value {
-                    "yes" | "true" | "1" => true,
-                    "no" | "false" | "0" => false,
-                    _ => {
-                        return Err(format!(
-                            "expected yes or no; keeping {}",
-                            if self.env_token { "yes" } else { "no" }
-                        ));
-                    }
-                };
-            }
+            "env_token" => self.env_token = yes_no(value, self.env_token)?,
             "token_dir" => match absolute_path(value) {
                 Ok(p) => self.token_dir = p,
                 Err(e) => return Err(self.fail_closed(format!("token_dir: {e}"))),
@@ -191,18 +192,7 @@ impl Args {
                 Ok(p) => self.m2m_cache = p,
                 Err(e) => return Err(self.fail_closed(format!("m2m_cache: {e}"))),
             },
-            "renew" => {
-                self.renew = match value {
-                    "yes" | "true" | "1" => true,
-                    "no" | "false" | "0" => false,
-                    _ => {
-                        return Err(format!(
-                            "renew: expected yes or no; keeping {}",
-                            if self.renew { "yes" } else { "no" }
-                        ));
-                    }
-                };
-            }
+            "renew" => self.renew = yes_no(value, self.renew).map_err(|e| format!("renew: {e}"))?,
             "renew_at" => {
                 let (lo, hi) = token_core::renew::RENEW_AT_RANGE;
                 match value.parse::<f64>() {

@@ -31,6 +31,18 @@ r_idp() { # NAME USERS [TTL]: start an IdP (default 60 s tokens) that shares the
     cp "$IDP_STATE"/{ca.pem,ca.key,server.pem,server.key} "$st/"
     IDP_ACCESS_TTL=${3:-$R_TTL} start_idp "$st" "$2"
 }
+r_control() { # ISSUER PATH JSON: the test IdP's control API (/_test/...)
+    curl -sf --cacert "$CA" --max-time 10 -X POST -H 'content-type: application/json' \
+        -d "$3" "$1/_test/$2" >/dev/null
+}
+r_wait_status() { # JOB: until the job's renewer has written its status file (at most 20 s)
+    local i
+    for i in $(seq 100); do
+        [ -e "$TOKEN_DIR/$1/token.status" ] && return 0
+        sleep 0.2
+    done
+    return 1
+}
 r_refreshes() { # ISSUER
     curl -sf --cacert "$CA" --max-time 10 "$1/_test/stats" | jq -r '.token_requests.refresh_token // 0'
 }
@@ -167,12 +179,8 @@ jq -c "{state, failures, last_error}" "$QLAM_TOKEN_STATUS_FILE"
 '
     id_r4=$(r_submit qa9 r4 "$r4_script") || t_fail "sbatch r4 failed"
     JOBS+=("$id_r4")
-    for _ in $(seq 100); do
-        [ -e "$TOKEN_DIR/$id_r4/token.status" ] && break
-        sleep 0.2
-    done
-    curl -sf --cacert "$CA" --max-time 10 -X POST -H 'content-type: application/json' \
-        -d '{"sub":"qa9"}' "$R_ISSUER_A/_test/revoke" >/dev/null || t_fail "revoking qa9 failed"
+    r_wait_status "$id_r4" || t_fail "job $id_r4 has no renewer status file"
+    r_control "$R_ISSUER_A" revoke '{"sub":"qa9"}' || t_fail "revoking qa9 failed"
     assert_eq "COMPLETED 0:0" "$(wait_job "$id_r4" 180 || true)" "job $id_r4 state"
     out=$(job_out qa9 r4 "$id_r4")
     indent "$out"
@@ -199,13 +207,9 @@ echo "userinfo=$(curl -s -o /dev/null -w "%{http_code}" --cacert '"$CA"' --max-t
 '
     id_r5=$(r_submit qa8 r5 "$r5_script") || t_fail "sbatch r5 failed"
     JOBS+=("$id_r5")
-    for _ in $(seq 100); do
-        [ -e "$TOKEN_DIR/$id_r5/token.status" ] && break
-        sleep 0.2
-    done
+    r_wait_status "$id_r5" || t_fail "job $id_r5 has no renewer status file"
     # The next two token requests get HTTP 500 (the IdP is "down"), then it answers again.
-    curl -sf --cacert "$CA" --max-time 10 -X POST -H 'content-type: application/json' \
-        -d '{"mode":"status500","count":2}' "$R_ISSUER_B/_test/fault" >/dev/null || t_fail "fault injection failed"
+    r_control "$R_ISSUER_B" fault '{"mode":"status500","count":2}' || t_fail "fault injection failed"
     assert_eq "COMPLETED 0:0" "$(wait_job "$id_r5" 240 || true)" "job $id_r5 state"
     out=$(job_out qa8 r5 "$id_r5")
     indent "$out"
@@ -213,8 +217,7 @@ echo "userinfo=$(curl -s -o /dev/null -w "%{http_code}" --cacert '"$CA"' --max-t
     assert_contains "$(tail -n 2 <<<"$out" | head -n 1)" '"state":"ok"' "then ok again: renewal resumed"
     assert_contains "$out" "userinfo=200" "the token file works after the IdP came back"
     assert_eq idle "$(sinfo -h -N -o %T | sort -u | tr '\n' ' ' | xargs)" "node state"
-    curl -sf --cacert "$CA" --max-time 10 -X POST -H 'content-type: application/json' \
-        -d '{"mode":"status500","count":0}' "$R_ISSUER_B/_test/fault" >/dev/null || true
+    r_control "$R_ISSUER_B" fault '{"mode":"status500","count":0}' || true
     t_pass
 
     # --- r6: a 100-task array, 5-minute tokens, min_valid=600 ----------------------------------

@@ -333,6 +333,24 @@ mod tests {
         )
     }
 
+    /// A private job directory (0700, in a temporary directory that lives as long as the
+    /// guard) whose token file holds `token`, and a renewer's settings for it.
+    fn job_with_token(token: &str) -> (tempfile::TempDir, PathBuf, RenewerConfig) {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("job");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        crate::deliver::write_token_file(&dir, "token", &Secret::new(token)).unwrap();
+        let cfg = RenewerConfig {
+            dir: dir.clone(),
+            file_name: "token".into(),
+            renew_at: 0.5,
+            stop_at: None,
+        };
+        (tmp, dir, cfg)
+    }
+
     #[test]
     fn renews_at_half_the_lifetime() {
         // A fresh 60 s token: look again in 30 s.
@@ -380,18 +398,7 @@ mod tests {
 
     #[test]
     fn one_renewer_per_token_file_and_the_file_follows_the_store() {
-        use std::os::unix::fs::PermissionsExt;
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("job");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        crate::deliver::write_token_file(&dir, "token", &Secret::new("old")).unwrap();
-        let cfg = RenewerConfig {
-            dir: dir.clone(),
-            file_name: "token".into(),
-            renew_at: 0.5,
-            stop_at: None,
-        };
+        let (_tmp, dir, cfg) = job_with_token("old");
         let stop = AtomicBool::new(false);
         let mut calls = 0;
         let mut obtain = |_: Duration| {
@@ -436,18 +443,7 @@ mod tests {
 
     #[test]
     fn a_failed_renewal_keeps_the_last_token_and_says_why() {
-        use std::os::unix::fs::PermissionsExt;
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("job");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        crate::deliver::write_token_file(&dir, "token", &Secret::new("last")).unwrap();
-        let cfg = RenewerConfig {
-            dir: dir.clone(),
-            file_name: "token".into(),
-            renew_at: 0.5,
-            stop_at: None,
-        };
+        let (_tmp, dir, cfg) = job_with_token("last");
         let stop = AtomicBool::new(false);
         let status_seen = std::cell::RefCell::new(None);
         let mut obtain = |_: Duration| -> Result<Obtained> {

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of qlam-auth: formatting and lints, unit tests, integration tests against the
-# real test IdP and the real qlam-core, and end-to-end tests on a real single-node Slurm.
+# real test IdP and the real qlam-core, and end-to-end tests on a real Slurm: the whole suite on
+# one node (proctrack/linuxproc), then the multi-node cases on three nodes with proctrack/cgroup,
+# task/cgroup and PrologFlags=Contain (docs/development.md).
 #
 #   sudo bash tests/run-all.sh
 #
@@ -25,5 +27,8 @@ cargo test --workspace --locked -- --test-threads=4
 
 step "end-to-end tests on a real Slurm (tests/e2e/run.sh)"
 bash tests/e2e/run.sh
+
+step "multi-node end-to-end tests: 3 nodes, proctrack/cgroup, PrologFlags=Contain (tests/e2e/run-multinode.sh)"
+bash tests/e2e/run-multinode.sh
 
 step "all tests passed"

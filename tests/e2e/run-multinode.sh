@@ -10,7 +10,7 @@
 #       task on every node holds the same valid token in its file, BEARER_TOKEN_FILE and
 #       QLAM_ACCESS_TOKEN; one refresh at the IdP for the whole job; the extern step ran on every
 #       node without an error; afterwards, on every node: no token directory, no process of the
-#       user, node idle
+#       user (the job leaves a setsid'd process behind on purpose), node idle
 #   n2  a 6-task array (one task per node at a time) with an expired token: the tasks ran on all
 #       3 nodes, one refresh in all, the same token everywhere; clean on every node
 #   n3  scancel of a running 3-node job: while it runs every node has the token file; after,
@@ -183,6 +183,9 @@ line='$task_line'
 bash -c "\$line" _ batch
 squeue -h -s -j "\$SLURM_JOB_ID" -o '%i %N'
 srun bash -c "\$line" _ task
+# A process that outlives the script in its own session (as a daemon, or a renewer, would):
+# process tracking must still end it with the job.
+setsid sleep 300 </dev/null >/dev/null 2>&1 &
 EOF
 ); then
     res=$(wait_job "$id1" 60 || true)
@@ -209,6 +212,10 @@ EOF
         assert_contains "$(node_log $n)" "[$id1.extern] done with job" "$n: slurmd.log has the extern step's end"
     done
     assert_eq "" "$(job_errors "$id1")" "errors logged for job $id1 on the nodes"
+    for n in qn2 qn3; do   # not the batch node: the token came from the user's store, no refresh
+        assert_contains "$(node_log $n | grep -E "job=$id1 step=0 ")" "refreshed=no" \
+            "$n: its first step took the refreshed token from the store (slurmd.log)"
+    done
     assert_clean $u "$id1"
     echo "  token claims: $(jwt_claims "$tok" | jq -c '{iss, sub, aud, azp, client_id, scope, exp_in_s: (.exp - now | floor)}' 2>/dev/null)"
     echo "  job output (token fingerprints cut to 12 hex digits):"

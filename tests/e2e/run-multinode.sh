@@ -210,6 +210,9 @@ EOF
     assert_contains "$out" "$id1.extern qn[1-3]" "squeue -s during the job: the extern step on all 3 nodes"
     for n in "${NODES[@]}"; do
         assert_contains "$(node_log $n)" "[$id1.extern] done with job" "$n: slurmd.log has the extern step's end"
+        # The option is not visible there: the plugin fetches and writes nothing in it.
+        assert_eq "" "$(node_log $n | grep -F "[$id1.extern] qlam-auth:" || true)" \
+            "$n: the plugin's lines in the extern step"
     done
     assert_eq "" "$(job_errors "$id1")" "errors logged for job $id1 on the nodes"
     for n in qn2 qn3; do   # not the batch node: the token came from the user's store, no refresh

@@ -32,6 +32,8 @@ impl TokenCore {
         let provider = config
             .provider_with_env(req.context, req.env)
             .map_err(|e| e.to_string())?;
+        // At submission (sbatch fails with the fix) and in the job (task_init fails the job).
+        req.args.check_grant(provider.grant_type)?;
         let broker = Broker::new(&paths, provider.clone(), &http_settings(req.args))
             .map_err(|e| e.to_string())?;
         Ok((broker, provider))
@@ -172,6 +174,67 @@ impl Backend for TokenCore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A user config whose current context uses `grant`, in a fresh home directory.
+    fn home_with_grant(grant: &str) -> tempfile::TempDir {
+        let home = tempfile::tempdir().unwrap();
+        let qsh = home.path().join(".qsh");
+        std::fs::create_dir(&qsh).unwrap();
+        let config = serde_json::json!({
+            "current_context": "c",
+            "contexts": [{"name": "c", "qpu": "q",
+                "defaults": {"auth_provider": "p"},
+                "auth_providers": [{"provider": "oauth", "name": "p",
+                    "auth_base_url": "https://idp.example", "client_id": "cid",
+                    "client_secret": "env:SVC_SECRET", "grant_type": grant,
+                    "subject_token": "env:SUBJECT"}]}]
+        });
+        std::fs::write(qsh.join("config.json"), config.to_string()).unwrap();
+        home
+    }
+
+    /// Security review item 1: a user's config may use only the grants the site enables; by
+    /// default only user logins, so a job cannot make the plugin send a machine credential
+    /// (or anything from the daemon's side) to an issuer of the user's choosing.
+    #[test]
+    fn machine_grants_are_refused_unless_the_site_enables_them() {
+        let job_env = |k: &str| match k {
+            "SVC_SECRET" | "SUBJECT" => Some("x".to_owned()),
+            _ => None,
+        };
+        for grant in ["client_credentials", "token_exchange"] {
+            let home = home_with_grant(grant);
+            let (args, problems) = Args::parse::<&str>(&[]);
+            assert!(problems.is_empty());
+            let req = Request {
+                home: home.path(),
+                env: &job_env,
+                context: None,
+                args: &args,
+            };
+            let e = TokenCore.check_login(&req).unwrap_err();
+            assert!(e.contains(grant) && e.contains("grants="), "{e}");
+            let e = TokenCore.obtain(&req).unwrap_err();
+            assert!(e.contains(grant) && e.contains("grants="), "{e}");
+
+            let arg = format!("grants=device_code,{grant}");
+            let (args, problems) = Args::parse(&[arg.as_str()]);
+            assert!(problems.is_empty(), "{problems:?}");
+            let req = Request { args: &args, ..req };
+            assert!(TokenCore.check_login(&req).is_ok());
+        }
+        // User logins are allowed by default (here: not logged in, which is another error).
+        let home = home_with_grant("device_code");
+        let (args, _) = Args::parse::<&str>(&[]);
+        let req = Request {
+            home: home.path(),
+            env: &job_env,
+            context: None,
+            args: &args,
+        };
+        let e = TokenCore.check_login(&req).unwrap_err();
+        assert!(!e.contains("grants="), "{e}");
+    }
 
     #[test]
     fn http_settings_follow_the_arguments() {

@@ -165,9 +165,8 @@ impl Backend for TokenCore {
     }
 
     fn remove_job_dir(&self, base: &Path, job: &str) -> Result<bool, String> {
-        let existed = base.join(job).symlink_metadata().is_ok();
-        deliver::remove_job_dir(base, job).map_err(|e| e.to_string())?;
-        Ok(existed)
+        let done = deliver::remove_job_dir(base, job).map_err(|e| e.to_string())?;
+        Ok(done != deliver::Cleanup::Absent)
     }
 }
 

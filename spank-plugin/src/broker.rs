@@ -14,7 +14,7 @@ use token_core::http::HttpSettings;
 use token_core::paths::QshPaths;
 use token_core::secret::Secret;
 use token_core::time::Timestamp;
-use token_core::{deliver, jwt};
+use token_core::{deliver, fsutil, jwt};
 
 use crate::args::Args;
 use crate::hooks::{Backend, Delivery, Request};
@@ -113,6 +113,8 @@ impl Backend for TokenCore {
         uid: u32,
         gid: u32,
     ) -> Result<PathBuf, String> {
+        // As root: nothing is created under a directory that another user could change.
+        fsutil::check_root_owned_ancestors(base).map_err(|e| format!("token_dir: {e}"))?;
         deliver::prepare_job_dir(base, job, uid, gid).map_err(|e| e.to_string())
     }
 
@@ -153,6 +155,8 @@ impl Backend for TokenCore {
         acct: &crate::site::SiteAccount,
         args: &Args,
     ) -> Result<Delivery, String> {
+        fsutil::check_root_owned_ancestors(&args.m2m_cache)
+            .map_err(|e| format!("m2m_cache: {e}"))?;
         let paths = crate::site::cache_paths(&args.m2m_cache, &account.name);
         let provider = acct.provider(&account.name, &account.file);
         let broker = Broker::new(&paths, provider, &http_settings(args))
@@ -165,6 +169,7 @@ impl Backend for TokenCore {
     }
 
     fn remove_job_dir(&self, base: &Path, job: &str) -> Result<bool, String> {
+        fsutil::check_root_owned_ancestors(base).map_err(|e| format!("token_dir: {e}"))?;
         let done = deliver::remove_job_dir(base, job).map_err(|e| e.to_string())?;
         Ok(done != deliver::Cleanup::Absent)
     }
@@ -173,6 +178,23 @@ impl Backend for TokenCore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Security review item 7: root creates nothing under a `token_dir` (or `m2m_cache`) that
+    /// has a directory on the way which another user could change.
+    #[test]
+    fn job_directories_are_not_made_under_a_directory_others_can_change() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let base = shared.join("qlam-auth");
+        let me = fsutil::euid();
+        let e = TokenCore.prepare_job_dir(&base, "7", me, 0).unwrap_err();
+        assert!(e.contains("token_dir") && e.contains("other users"), "{e}");
+        assert!(!base.exists(), "nothing was created");
+        assert!(TokenCore.remove_job_dir(&base, "7").is_err());
+    }
 
     /// A user config whose current context uses `grant`, in a fresh home directory.
     fn home_with_grant(grant: &str) -> tempfile::TempDir {

@@ -147,11 +147,30 @@ pub fn load(r: &SiteAccountRef) -> Result<SiteAccount, String> {
     parse(&r.file, &bytes)
 }
 
+/// A parsed account file: its strings (the secret among them) are wiped when it is dropped.
+struct WipedJson(serde_json::Value);
+
+/// Wipes every string in `v` (object keys are names, not secrets).
+fn wipe_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => zeroize::Zeroize::zeroize(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe_json),
+        serde_json::Value::Object(o) => o.values_mut().for_each(wipe_json),
+        _ => {}
+    }
+}
+
+impl Drop for WipedJson {
+    fn drop(&mut self) {
+        wipe_json(&mut self.0);
+    }
+}
+
 /// Parses an account file's content; `path` is for messages. Errors never quote a secret.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<SiteAccount, String> {
     let at = |what: &str| format!("{}: {what}", path.display());
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| at("not valid JSON"))?;
-    let obj = v.as_object().ok_or_else(|| at("not a JSON object"))?;
+    let v = WipedJson(serde_json::from_slice(bytes).map_err(|_| at("not valid JSON"))?);
+    let obj = v.0.as_object().ok_or_else(|| at("not a JSON object"))?;
     let known = [
         "issuer",
         "client_id",
@@ -183,7 +202,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<SiteAccount, String> {
     let issuer =
         normalize_issuer(&need("issuer")?, false).map_err(|m| at(&format!("issuer: {m}")))?;
     let client_id = need("client_id")?;
-    let raw_secret = need("client_secret")?;
+    let raw_secret = zeroize::Zeroizing::new(need("client_secret")?);
     let secret = SecretSource::parse(&raw_secret);
     let literal = match &secret {
         SecretSource::Env(_) => {
@@ -514,6 +533,17 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    /// Security review item 7: the parsed account file's copy of the secret is wiped.
+    #[test]
+    fn parsed_account_json_is_wiped() {
+        let mut v = serde_json::json!({"client_secret": "s3cret", "x": [{"y": "n3xt"}], "n": 1});
+        wipe_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"client_secret": "", "x": [{"y": ""}], "n": 1})
+        );
     }
 
     #[test]

@@ -81,7 +81,11 @@ fn prepare_job_dir_inner(base: &Path, name: &str, uid: u32, gid: u32) -> Result<
         rustix::fs::openat(
             &basefd,
             name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::RDONLY
+                | OFlags::DIRECTORY
+                | OFlags::NOFOLLOW
+                | OFlags::CLOEXEC
+                | OFlags::NOCTTY,
             Mode::empty(),
         )
         .map_err(|e| {

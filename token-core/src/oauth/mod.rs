@@ -155,6 +155,24 @@ impl AudienceParam {
 static DISCOVERY_CACHE: Mutex<Option<HashMap<String, (Discovery, Instant)>>> = Mutex::new(None);
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 
+/// Form fields on their way to the IdP. They carry refresh tokens, codes, client secrets and
+/// assertions: every value is wiped when the form is dropped (`docs/security.md`).
+struct WipedForm<'a>(Vec<(&'a str, String)>);
+
+impl WipedForm<'_> {
+    fn wipe(&mut self) {
+        for (_, v) in &mut self.0 {
+            zeroize::Zeroize::zeroize(v);
+        }
+    }
+}
+
+impl Drop for WipedForm<'_> {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
 /// Talks to one provider's IdP.
 #[derive(Debug)]
 pub struct OAuthClient {
@@ -307,10 +325,11 @@ impl OAuthClient {
         d: &Discovery,
         form: Vec<(&str, String)>,
     ) -> Result<HttpResponse> {
+        let form = WipedForm(form);
         let creds = self.credentials()?;
         let last = creds.len() - 1;
         for (i, cred) in creds.iter().enumerate() {
-            let res = self.post_with(url, d, form.clone(), cred)?;
+            let res = self.post_with(url, d, form.0.clone(), cred)?;
             let refused = matches!(res.status, 400 | 401)
                 && matches!(oauth_error(url, &res), Error::IdpRefused { ref code, .. } if code == "invalid_client");
             if refused && i < last {
@@ -329,10 +348,12 @@ impl OAuthClient {
         &self,
         url: &str,
         d: &Discovery,
-        mut form: Vec<(&str, String)>,
+        form: Vec<(&str, String)>,
         cred: &Credential,
     ) -> Result<HttpResponse> {
-        let mut headers: Vec<(&str, String)> = Vec::new();
+        // Both carry secrets (refresh tokens, codes, client secrets): wiped when dropped.
+        let mut form = WipedForm(form);
+        let mut headers: Vec<(&str, zeroize::Zeroizing<String>)> = Vec::new();
         match (cred, self.client_auth(d)) {
             (Credential::Secret(s), ClientAuth::Basic) => {
                 let raw = zeroize::Zeroizing::new(format!(
@@ -343,11 +364,14 @@ impl OAuthClient {
                 let basic = zeroize::Zeroizing::new(
                     base64::engine::general_purpose::STANDARD.encode(raw.as_bytes()),
                 );
-                headers.push(("Authorization", format!("Basic {}", basic.as_str())));
+                headers.push((
+                    "Authorization",
+                    zeroize::Zeroizing::new(format!("Basic {}", basic.as_str())),
+                ));
             }
             (Credential::Secret(s), ClientAuth::Post) => {
-                form.push(("client_id", self.provider.client_id.clone()));
-                form.push(("client_secret", s.expose().to_owned()));
+                form.0.push(("client_id", self.provider.client_id.clone()));
+                form.0.push(("client_secret", s.expose().to_owned()));
             }
             (Credential::Key(k), _) => {
                 // OIDC Core §9: the audience is the token endpoint.
@@ -356,13 +380,14 @@ impl OAuthClient {
                     &d.token_endpoint,
                     Timestamp::now().unix_seconds(),
                 )?;
-                form.push(("client_id", self.provider.client_id.clone()));
-                form.push(("client_assertion_type", ASSERTION_TYPE.to_owned()));
-                form.push(("client_assertion", jwt.expose().to_owned()));
+                form.0.push(("client_id", self.provider.client_id.clone()));
+                form.0
+                    .push(("client_assertion_type", ASSERTION_TYPE.to_owned()));
+                form.0.push(("client_assertion", jwt.expose().to_owned()));
             }
-            (Credential::Public, _) => form.push(("client_id", self.provider.client_id.clone())),
+            (Credential::Public, _) => form.0.push(("client_id", self.provider.client_id.clone())),
         }
-        let form_ref: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let form_ref: Vec<(&str, &str)> = form.0.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let header_ref: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let start = Instant::now();
         let mut attempt = 0u32;
@@ -714,6 +739,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("invalid_client"), "{e}");
+    }
+
+    /// Security review item 7: the form copies that carry secrets are wiped (the drop path).
+    #[test]
+    fn forms_are_wiped() {
+        let mut f = WipedForm(vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", "rt-secret".to_owned()),
+        ]);
+        let capacity = f.0[1].1.capacity();
+        f.wipe();
+        assert!(f.0.iter().all(|(_, v)| v.is_empty()));
+        assert_eq!(
+            f.0[1].1.capacity(),
+            capacity,
+            "wiped in place, not reallocated"
+        );
     }
 
     /// A stand-in IdP (in process) that records the forms it is sent: what is checked here is

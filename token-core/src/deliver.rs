@@ -418,7 +418,12 @@ fn remove_tree_at(
             }
             let sub = match open_subdir(top.as_fd(), &n) {
                 Ok(fd) => fd,
-                Err(rustix::io::Errno::NOENT) => continue,
+                // Gone or replaced meanwhile: the next pass takes whatever is there.
+                Err(
+                    rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP,
+                ) => {
+                    continue;
+                }
                 Err(e) => return Err(err(e)),
             };
             if rustix::fs::fstat(&sub).map_err(err)?.st_dev != dev {

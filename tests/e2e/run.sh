@@ -577,12 +577,17 @@ JOB
     assert_eq "COMPLETED 0:0" "$(wait_job "$id_n" 60 || true)" "job $id_n state"
     made=$(field made "$(job_out $u n "$id_n")")
     [ "${made:-0}" -ge 42 ] || t_fail "the job made ${made:-no} entries, expected at least 42"
-    node=
     for ((i = 0; i < 50; i++)); do
-        [ ! -e "$TOKEN_DIR/$id_n" ] && node=$(sinfo -h -N -o %T | head -n 1) && [ "$node" = idle ] && break
+        [ -e "$TOKEN_DIR/$id_n" ] || break
         sleep 0.2
     done
     assert_eq "" "$(find "$TOKEN_DIR/$id_n" -maxdepth 0 2>/dev/null)" "job $id_n token directory left behind"
+    node=
+    for ((i = 0; i < 50; i++)); do
+        node=$(sinfo -h -N -o %T | head -n 1)
+        [ "$node" = idle ] && break
+        sleep 0.2
+    done
     assert_eq idle "$node" "node state (sinfo -h -N -o %T)"
 else
     t_fail "sbatch --qlam-auth failed for $u"

@@ -192,7 +192,6 @@ mod tests {
                 Error::IdpRefused {
                     url: "u".into(),
                     code: "invalid_client".into(),
-                    description: None,
                 },
                 6,
             ),

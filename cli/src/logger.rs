@@ -37,23 +37,35 @@ impl Log for StderrLogger {
         if !self.enabled(r.metadata()) {
             return;
         }
-        let level = match r.level() {
-            Level::Error => "error",
-            Level::Warn => "warning",
-            Level::Info => "info",
-            Level::Debug => "debug",
-            Level::Trace => "trace",
-        };
         if r.target() == LOCK_WAIT {
-            eprintln!("qlam-auth: {}", r.args());
-        } else if r.level() <= Level::Warn {
-            eprintln!("qlam-auth: {level}: {}", r.args());
+            eprintln!(
+                "qlam-auth: {}",
+                token_core::logsafe::escape(&r.args().to_string())
+            );
         } else {
-            eprintln!("qlam-auth: {level} [{}]: {}", r.target(), r.args());
+            eprintln!("{}", line(r.level(), r.target(), &r.args().to_string()));
         }
     }
 
     fn flush(&self) {}
+}
+
+/// The line written for one record: always one line, since messages carry values from files
+/// and the environment (a `QSH_CONFIG` path, a token's `sub`, a `client_id`).
+fn line(level: Level, target: &str, msg: &str) -> String {
+    let name = match level {
+        Level::Error => "error",
+        Level::Warn => "warning",
+        Level::Info => "info",
+        Level::Debug => "debug",
+        Level::Trace => "trace",
+    };
+    let msg = token_core::logsafe::escape(msg);
+    if level <= Level::Warn {
+        format!("qlam-auth: {name}: {msg}")
+    } else {
+        format!("qlam-auth: {name} [{target}]: {msg}")
+    }
 }
 
 /// Levels for `-v` counts: 0 warnings, 1 info, 2 debug, 3+ trace.
@@ -97,5 +109,19 @@ mod tests {
         assert_eq!(levels(3), (LevelFilter::Trace, LevelFilter::Info));
         assert!(is_ours("qlam_auth") && is_ours("token_core::broker"));
         assert!(!is_ours("ureq_proto::util") && !is_ours("qlam_authx"));
+    }
+
+    /// Security review item 3: a newline in a logged value never starts a forged line.
+    #[test]
+    fn logged_values_cannot_forge_lines() {
+        let msg = "reading QSH_CONFIG=/tmp/x\nqlam-auth: error: forged\x1b[2K sub=a\rb";
+        for level in [Level::Warn, Level::Debug] {
+            let l = line(level, "token_core::config", msg);
+            assert!(!l.contains(['\n', '\r', '\x1b']), "{l:?}");
+            assert!(
+                l.contains("/tmp/x\\nqlam-auth: error: forged\\x1b[2K"),
+                "{l:?}"
+            );
+        }
     }
 }

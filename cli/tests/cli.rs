@@ -24,7 +24,7 @@ use token_core::secret::fingerprint;
 
 /// One IdP user per test, so that revoking one user's grants can't hit another test.
 const USERS: &str =
-    "alice,bob,carol,dave,erin,frank,grace,heidi,ivan,judy,mallory,niaj,olivia,peggy";
+    "alice,bob,carol,dave,erin,frank,grace,heidi,ivan,judy,mallory,niaj,olivia,peggy,trent";
 
 /// The longest any single `qlam-auth` run may take here (a device login polls every second).
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -560,6 +560,105 @@ fn browser_login_through_the_loopback_listener() {
     assert!(idp.accepts(&token));
     let seen = qlam_core(idp, &home, "read", USER_CONTEXT, "testidp");
     assert_eq!(seen["fingerprint"], fingerprint(&token).as_str(), "{seen}");
+}
+
+/// Security review item 4: any local user can reach the loopback listener. A callback without
+/// this login's `state` (even with `error=`) is answered and ignored, a connection that sends
+/// nothing does not hold up the others, and the authorization URL (with `state` and the PKCE
+/// challenge) is never on a command line: xdg-open gets a private page that forwards to it.
+#[test]
+fn browser_login_acts_only_on_its_own_state_and_keeps_the_url_off_command_lines() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let idp = the_idp();
+    let _g = shared();
+    let home = QshHome::new(idp);
+    let rec = tempfile::tempdir().unwrap();
+    let (bin, run) = (rec.path().join("bin"), rec.path().join("run"));
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::create_dir(&run).unwrap();
+    chmod(&run, 0o700);
+    // A stand-in for the desktop's launcher: records what it was given (the browser itself is
+    // played by authorize.mjs below).
+    let xdg_open = bin.join("xdg-open");
+    std::fs::write(
+        &xdg_open,
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$REC/argv\"\nstat -c %a \"$1\" > \"$REC/mode\"\ncat \"$1\" > \"$REC/page\"\n",
+    )
+    .unwrap();
+    chmod(&xdg_open, 0o755);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut p = Running::start(
+        qlam_auth(idp, &home)
+            .args(["login", "--context", USER_CONTEXT, "--browser"])
+            .env("PATH", path)
+            .env_remove("SSH_CONNECTION")
+            .env("DISPLAY", ":99")
+            .env("XDG_RUNTIME_DIR", &run)
+            .env("REC", rec.path()),
+    );
+    let prefix = format!("{}/", idp.issuer);
+    let url = p.wait_for("an authorization URL", |l| {
+        let l = l.trim();
+        l.starts_with(&prefix).then(|| l.to_owned())
+    });
+    let port: u16 = url
+        .split_once("redirect_uri=http%3A%2F%2F127.0.0.1%3A")
+        .and_then(|(_, rest)| rest.split_once("%2F"))
+        .and_then(|(port, _)| port.parse().ok())
+        .unwrap_or_else(|| panic!("the redirect goes to a loopback port: {url}"));
+
+    // Another local user: one connection that sends nothing, then forged callbacks.
+    let _stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    for forged in [
+        "/callback?error=access_denied&state=forged",
+        "/callback?error=access_denied",
+        "/callback?code=forged-code&state=",
+    ] {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // A bound, not a sleep: the answer must come while the stalled connection is open.
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        write!(c, "GET {forged} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let got = c.read_to_string(&mut answer);
+        assert!(got.is_ok(), "{forged}: no answer within 2 s: {got:?}");
+        assert!(answer.contains("does not match"), "{forged}: {answer}");
+    }
+
+    let (code, said) = node(
+        "authorize.mjs",
+        idp,
+        &["--user", "trent", "--password", "trent-pw", "--url", &url],
+    );
+    assert_eq!(code, Some(0), "authorize.mjs: {said}");
+    let out = p.finish();
+    out.expect(0, "login --browser, after the forged callbacks");
+    assert!(
+        out.stdout
+            .contains("Logged in to context 'lab' as trent@example.org."),
+        "{out}"
+    );
+
+    let argv = std::fs::read_to_string(rec.path().join("argv"))
+        .unwrap_or_else(|e| panic!("xdg-open was not run ({e}): {out}"));
+    assert!(
+        !argv.contains("state=") && !argv.contains("code_challenge"),
+        "the URL is on xdg-open's command line: {argv}"
+    );
+    let page_path = Path::new(argv.trim());
+    assert!(page_path.starts_with(&run), "{argv}");
+    let page_mode = std::fs::read_to_string(rec.path().join("mode")).unwrap();
+    assert_eq!(page_mode.trim(), "600");
+    let page = std::fs::read_to_string(rec.path().join("page")).unwrap();
+    assert!(page.contains(&url.replace('&', "&amp;")), "{page}");
+    assert!(
+        !page_path.exists(),
+        "the page is removed when the login ends"
+    );
 }
 
 /// Case 4: `token` prints the token and nothing else; an expired token is refreshed exactly once,

@@ -19,6 +19,7 @@
 //! | `renew=yes\|no` | yes | keep the token file valid while the job runs (`qlam-auth job-renewer`, one per job, node and token file) |
 //! | `renew_at=F` | 0.5 | renew once this fraction of the token's lifetime has passed (0.5..=0.9) |
 //! | `renewer=PATH` | `/usr/local/bin/qlam-auth` | absolute; the `qlam-auth` binary that runs the renewer |
+//! | `grants=GRANT[,GRANT...]` | `device_code,authorization_code` | the OAuth grants a user's config may use: machine grants (`client_credentials`, `token_exchange`) only where the site enables them |
 //! | `m2m_cache=PATH` | `/var/cache/qlam-auth/m2m` | absolute; root-only token caches of the site accounts, one directory per account (may be on a shared filesystem) |
 //!
 //! Slurm runs `job_epilog` without `init`, so every hook parses the arguments again.
@@ -32,6 +33,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use token_core::config::GrantType;
+
 /// Default of `min_valid`.
 pub const DEFAULT_MIN_VALID: Duration = Duration::from_secs(300);
 /// Default of `token_dir`.
@@ -42,6 +45,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 /// Largest accepted `min_valid` (one week).
 pub const MAX_MIN_VALID: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Default of `grants`: user logins, which put a person's own login behind the token.
+pub const DEFAULT_GRANTS: [GrantType; 2] = [GrantType::DeviceCode, GrantType::AuthorizationCode];
 
 /// The parsed plugin arguments.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +66,8 @@ pub struct Args {
     pub lock_timeout: Option<Duration>,
     /// The allowed issuers; `None` = any issuer the user's config names.
     pub issuers: Option<Vec<String>>,
+    /// The grants a user's config may use (`grants=`); default: user logins only.
+    pub grants: Vec<GrantType>,
     /// Site service accounts (`m2m=`).
     pub site_accounts: Vec<crate::site::SiteAccountRef>,
     /// Base directory of the site accounts' token caches.
@@ -94,6 +102,7 @@ impl Default for Args {
             timeout: DEFAULT_TIMEOUT,
             lock_timeout: None,
             issuers: None,
+            grants: DEFAULT_GRANTS.to_vec(),
             site_accounts: Vec::new(),
             m2m_cache: PathBuf::from(crate::site::DEFAULT_M2M_CACHE),
             misconfigured: None,
@@ -222,6 +231,10 @@ impl Args {
                     _ => return Err("expected auto or requested; the site file decides".into()),
                 };
             }
+            "grants" => match parse_grants(value) {
+                Ok(list) => self.grants = list,
+                Err(e) => return Err(self.fail_closed(format!("grants: {e}"))),
+            },
             "issuers" => match parse_issuers(value) {
                 Ok(list) => self.issuers = Some(list),
                 Err(e) => return Err(self.fail_closed(format!("issuers: {e}"))),
@@ -229,7 +242,8 @@ impl Args {
             _ => {
                 return Err(format!(
                     "unknown argument '{key}' (known: min_valid, token_dir, env_token, ca_bundle, \
-                     timeout, lock_timeout, issuers, site, inject, m2m, m2m_cache, renew, renew_at, renewer); ignored"
+                     timeout, lock_timeout, issuers, grants, site, inject, m2m, m2m_cache, renew, renew_at, \
+                     renewer); ignored"
                 ));
             }
         }
@@ -286,6 +300,22 @@ impl Args {
         self.inject.unwrap_or(false)
     }
 
+    /// Refuses a user config's grant that the site did not enable (`grants=`), with the fix.
+    pub fn check_grant(&self, grant: GrantType) -> Result<(), String> {
+        if self.grants.contains(&grant) {
+            return Ok(());
+        }
+        let enabled: Vec<&str> = self.grants.iter().map(GrantType::as_str).collect();
+        Err(format!(
+            "the qsh config uses grant_type {}, which this cluster does not allow in jobs \
+             (plugstack.conf grants={}); log in with device_code or authorization_code \
+             (`qlam-auth login`), or ask your site admins to add {} to grants=",
+            grant.as_str(),
+            enabled.join(","),
+            grant.as_str()
+        ))
+    }
+
     /// The site service account named `name`, if the site configured one.
     pub fn site_account(&self, name: Option<&str>) -> Option<&crate::site::SiteAccountRef> {
         let name = name?;
@@ -338,6 +368,25 @@ pub(crate) fn absolute_path(value: &str) -> Result<PathBuf, String> {
         return Err(format!("'{value}' contains '..'"));
     }
     Ok(p.to_path_buf())
+}
+
+fn parse_grants(value: &str) -> Result<Vec<GrantType>, String> {
+    let mut list = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let g = GrantType::parse(item).ok_or_else(|| {
+            format!(
+                "'{item}' is not a grant (known: device_code, authorization_code, \
+                 client_credentials, token_exchange)"
+            )
+        })?;
+        if !list.contains(&g) {
+            list.push(g);
+        }
+    }
+    if list.is_empty() {
+        return Err("empty list".to_owned());
+    }
+    Ok(list)
 }
 
 fn parse_issuers(value: &str) -> Result<Vec<String>, String> {
@@ -441,6 +490,23 @@ mod tests {
     }
 
     #[test]
+    fn grants_default_to_user_logins() {
+        let (a, _) = parse(&[]);
+        assert!(a.check_grant(GrantType::DeviceCode).is_ok());
+        assert!(a.check_grant(GrantType::AuthorizationCode).is_ok());
+        let e = a.check_grant(GrantType::TokenExchange).unwrap_err();
+        assert!(e.contains("grants=device_code,authorization_code"), "{e}");
+        assert!(a.check_grant(GrantType::ClientCredentials).is_err());
+        let (a, p) = parse(&["grants=client_credentials, token_exchange"]);
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(
+            a.grants,
+            vec![GrantType::ClientCredentials, GrantType::TokenExchange]
+        );
+        assert!(a.check_grant(GrantType::DeviceCode).is_err());
+    }
+
+    #[test]
     fn lock_timeout_is_clamped_to_timeout() {
         let (a, p) = parse(&["timeout=10", "lock_timeout=60"]);
         assert_eq!(p.len(), 1, "{p:?}");
@@ -508,6 +574,8 @@ mod tests {
             "ca_bundle=relative.pem",
             "token_dir=run/x",
             "token_dir=/run/../etc",
+            "grants=",
+            "grants=device_code,password",
         ] {
             let (a, p) = parse(&[bad]);
             assert_eq!(p.len(), 1, "{bad}: {p:?}");

@@ -15,7 +15,7 @@ use token_core::http::HttpSettings;
 use token_core::paths::QshPaths;
 use token_core::secret::Secret;
 use token_core::time::Timestamp;
-use token_core::{deliver, jwt};
+use token_core::{deliver, fsutil, jwt};
 
 use crate::args::Args;
 use crate::hooks::{Backend, Delivery, RenewerSpec, Request};
@@ -34,6 +34,8 @@ impl TokenCore {
         let provider = config
             .provider_with_env(req.context, req.env)
             .map_err(|e| e.to_string())?;
+        // At submission (sbatch fails with the fix) and in the job (task_init fails the job).
+        req.args.check_grant(provider.grant_type)?;
         // plugstack timeout= bounds the whole hook: lock wait, discovery, request and retries.
         let broker = Broker::new(&paths, provider.clone(), &http_settings(req.args))
             .map_err(|e| e.to_string())?
@@ -152,6 +154,8 @@ impl Backend for TokenCore {
         uid: u32,
         gid: u32,
     ) -> Result<PathBuf, String> {
+        // As root: nothing is created under a directory that another user could change.
+        fsutil::check_root_owned_ancestors(base).map_err(|e| format!("token_dir: {e}"))?;
         deliver::prepare_job_dir(base, job, uid, gid).map_err(|e| e.to_string())
     }
 
@@ -238,6 +242,8 @@ impl Backend for TokenCore {
         acct: &crate::site::SiteAccount,
         args: &Args,
     ) -> Result<Delivery, String> {
+        fsutil::check_root_owned_ancestors(&args.m2m_cache)
+            .map_err(|e| format!("m2m_cache: {e}"))?;
         let paths = crate::site::cache_paths(&args.m2m_cache, &account.name);
         let provider = acct.provider(&account.name, &account.file);
         let broker = Broker::new(&paths, provider, &http_settings(args))
@@ -250,19 +256,22 @@ impl Backend for TokenCore {
     }
 
     fn remove_job_dir(&self, base: &Path, job: &str) -> Result<bool, String> {
+        fsutil::check_root_owned_ancestors(base).map_err(|e| format!("token_dir: {e}"))?;
         let dir = base.join(job);
-        let existed = dir.symlink_metadata().is_ok();
-        if existed {
+        if dir.symlink_metadata().is_ok() {
             // A renewer still writing its status file would make the removal fail (a file
             // appears after the directory was emptied): stop it first, bounded.
             stop_renewers(&dir, job, RENEWER_STOP_WAIT);
         }
-        if let Err(first) = deliver::remove_job_dir(base, job) {
+        let done = match deliver::remove_job_dir(base, job) {
+            Ok(done) => done,
             // One more try, for a renewer that was not ours to stop in time.
-            std::thread::sleep(Duration::from_millis(100));
-            deliver::remove_job_dir(base, job).map_err(|_| first.to_string())?;
-        }
-        Ok(existed)
+            Err(first) => {
+                std::thread::sleep(Duration::from_millis(100));
+                deliver::remove_job_dir(base, job).map_err(|_| first.to_string())?
+            }
+        };
+        Ok(done != deliver::Cleanup::Absent)
     }
 }
 
@@ -344,6 +353,84 @@ fn alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Security review item 7: root creates nothing under a `token_dir` (or `m2m_cache`) that
+    /// has a directory on the way which another user could change.
+    #[test]
+    fn job_directories_are_not_made_under_a_directory_others_can_change() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let base = shared.join("qlam-auth");
+        let me = fsutil::euid();
+        let e = TokenCore.prepare_job_dir(&base, "7", me, 0).unwrap_err();
+        assert!(e.contains("token_dir") && e.contains("other users"), "{e}");
+        assert!(!base.exists(), "nothing was created");
+        assert!(TokenCore.remove_job_dir(&base, "7").is_err());
+    }
+
+    /// A user config whose current context uses `grant`, in a fresh home directory.
+    fn home_with_grant(grant: &str) -> tempfile::TempDir {
+        let home = tempfile::tempdir().unwrap();
+        let qsh = home.path().join(".qsh");
+        std::fs::create_dir(&qsh).unwrap();
+        let config = serde_json::json!({
+            "current_context": "c",
+            "contexts": [{"name": "c", "qpu": "q",
+                "defaults": {"auth_provider": "p"},
+                "auth_providers": [{"provider": "oauth", "name": "p",
+                    "auth_base_url": "https://idp.example", "client_id": "cid",
+                    "client_secret": "env:SVC_SECRET", "grant_type": grant,
+                    "subject_token": "env:SUBJECT"}]}]
+        });
+        std::fs::write(qsh.join("config.json"), config.to_string()).unwrap();
+        home
+    }
+
+    /// Security review item 1: a user's config may use only the grants the site enables; by
+    /// default only user logins, so a job cannot make the plugin send a machine credential
+    /// (or anything from the daemon's side) to an issuer of the user's choosing.
+    #[test]
+    fn machine_grants_are_refused_unless_the_site_enables_them() {
+        let job_env = |k: &str| match k {
+            "SVC_SECRET" | "SUBJECT" => Some("x".to_owned()),
+            _ => None,
+        };
+        for grant in ["client_credentials", "token_exchange"] {
+            let home = home_with_grant(grant);
+            let (args, problems) = Args::parse::<&str>(&[]);
+            assert!(problems.is_empty());
+            let req = Request {
+                home: home.path(),
+                env: &job_env,
+                context: None,
+                args: &args,
+            };
+            let e = TokenCore.check_login(&req).unwrap_err();
+            assert!(e.contains(grant) && e.contains("grants="), "{e}");
+            let e = TokenCore.obtain(&req).unwrap_err();
+            assert!(e.contains(grant) && e.contains("grants="), "{e}");
+
+            let arg = format!("grants=device_code,{grant}");
+            let (args, problems) = Args::parse(&[arg.as_str()]);
+            assert!(problems.is_empty(), "{problems:?}");
+            let req = Request { args: &args, ..req };
+            assert!(TokenCore.check_login(&req).is_ok());
+        }
+        // User logins are allowed by default (here: not logged in, which is another error).
+        let home = home_with_grant("device_code");
+        let (args, _) = Args::parse::<&str>(&[]);
+        let req = Request {
+            home: home.path(),
+            env: &job_env,
+            context: None,
+            args: &args,
+        };
+        let e = TokenCore.check_login(&req).unwrap_err();
+        assert!(!e.contains("grants="), "{e}");
+    }
 
     #[test]
     fn the_renewers_of_a_job_are_stopped_before_its_directory_goes_and_nothing_else() {

@@ -675,11 +675,19 @@ impl From<Level> for SlurmLevel {
     }
 }
 
+/// The line that [`slurm_log`] hands to Slurm for `msg`: always exactly one line, because
+/// messages carry values from the user's side (paths, `sub`, `client_id`): control characters
+/// are escaped (`\n`, `\x1b`, ...; `token_core::logsafe`).
+pub fn log_line(msg: &str) -> String {
+    format!("qlam-auth: {}", token_core::logsafe::escape(msg))
+}
+
 /// Logs one line through Slurm, with a fixed `"%s"` format (a `%` in the text is never read as
 /// a conversion).
 fn slurm_log(level: SlurmLevel, msg: &str) {
-    let line = format!("qlam-auth: {msg}").replace('\0', "\\0");
-    let Ok(line) = CString::new(line) else { return };
+    let Ok(line) = CString::new(log_line(msg)) else {
+        return;
+    };
     let fmt = c"%s".as_ptr();
     // SAFETY: the format is the literal "%s", which reads exactly one `char *` argument, and
     // that argument is a valid C string living across the call.

@@ -93,11 +93,15 @@ fn parse_groups<'a>(items: impl Iterator<Item = &'a str>) -> Result<Vec<String>,
     if groups.is_empty() {
         return Err("the group list is empty".into());
     }
-    if let Some(bad) = groups.iter().find(|g| {
-        !g.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-$".contains(c))
+    if let Some(bad) = groups.iter().find(|g| match g.strip_prefix(GID_PREFIX) {
+        Some(n) => n.parse::<u32>().is_err(),
+        None => !g
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-$".contains(c)),
     }) {
-        return Err(format!("'{bad}' is not a group name"));
+        return Err(format!(
+            "'{bad}' is not a group name or {GID_PREFIX}NUMBER (a bare number is a group name)"
+        ));
     }
     Ok(groups)
 }
@@ -143,11 +147,30 @@ pub fn load(r: &SiteAccountRef) -> Result<SiteAccount, String> {
     parse(&r.file, &bytes)
 }
 
+/// A parsed account file: its strings (the secret among them) are wiped when it is dropped.
+struct WipedJson(serde_json::Value);
+
+/// Wipes every string in `v` (object keys are names, not secrets).
+fn wipe_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => zeroize::Zeroize::zeroize(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe_json),
+        serde_json::Value::Object(o) => o.values_mut().for_each(wipe_json),
+        _ => {}
+    }
+}
+
+impl Drop for WipedJson {
+    fn drop(&mut self) {
+        wipe_json(&mut self.0);
+    }
+}
+
 /// Parses an account file's content; `path` is for messages. Errors never quote a secret.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<SiteAccount, String> {
     let at = |what: &str| format!("{}: {what}", path.display());
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| at("not valid JSON"))?;
-    let obj = v.as_object().ok_or_else(|| at("not a JSON object"))?;
+    let v = WipedJson(serde_json::from_slice(bytes).map_err(|_| at("not valid JSON"))?);
+    let obj = v.0.as_object().ok_or_else(|| at("not a JSON object"))?;
     let known = [
         "issuer",
         "client_id",
@@ -179,7 +202,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<SiteAccount, String> {
     let issuer =
         normalize_issuer(&need("issuer")?, false).map_err(|m| at(&format!("issuer: {m}")))?;
     let client_id = need("client_id")?;
-    let raw_secret = need("client_secret")?;
+    let raw_secret = zeroize::Zeroizing::new(need("client_secret")?);
     let secret = SecretSource::parse(&raw_secret);
     let literal = match &secret {
         SecretSource::Env(_) => {
@@ -306,17 +329,23 @@ pub fn cache_paths(base: &Path, name: &str) -> QshPaths {
     }
 }
 
-/// Is a user with these group ids in one of `allowed` (names resolved by `gid_of`, or numbers)?
+/// Prefix of a numeric group id in a group list (`gid:2024`); anything else is a group name,
+/// digits included.
+pub const GID_PREFIX: &str = "gid:";
+
+/// Is a user with these group ids in one of `allowed` (names resolved by `gid_of`; a number
+/// only as `gid:N`)?
 pub fn member_of(
     allowed: &[String],
     user_gids: &[u32],
     gid_of: &dyn Fn(&str) -> Option<u32>,
 ) -> bool {
     allowed.iter().any(|g| {
-        g.parse::<u32>()
-            .ok()
-            .or_else(|| gid_of(g))
-            .is_some_and(|gid| user_gids.contains(&gid))
+        match g.strip_prefix(GID_PREFIX) {
+            Some(n) => n.parse::<u32>().ok(),
+            None => gid_of(g),
+        }
+        .is_some_and(|gid| user_gids.contains(&gid))
     })
 }
 
@@ -506,6 +535,17 @@ mod tests {
         }
     }
 
+    /// Security review item 7: the parsed account file's copy of the secret is wiped.
+    #[test]
+    fn parsed_account_json_is_wiped() {
+        let mut v = serde_json::json!({"client_secret": "s3cret", "x": [{"y": "n3xt"}], "n": 1});
+        wipe_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"client_secret": "", "x": [{"y": ""}], "n": 1})
+        );
+    }
+
     #[test]
     fn group_membership() {
         let gid_of = |n: &str| match n {
@@ -513,10 +553,36 @@ mod tests {
             "admins" => Some(501),
             _ => None,
         };
-        let allowed = vec!["qpu".to_owned(), "1234".to_owned()];
+        // A number needs the explicit `gid:` prefix (this test used a bare "1234" before).
+        let allowed = vec!["qpu".to_owned(), "gid:1234".to_owned()];
         assert!(member_of(&allowed, &[100, 500], &gid_of));
         assert!(member_of(&allowed, &[1234], &gid_of));
         assert!(!member_of(&allowed, &[100, 501], &gid_of));
         assert!(!member_of(&["nosuchgroup".to_owned()], &[100], &gid_of));
+    }
+
+    /// Security review item 6: a bare number is a group NAME. A group literally named `2024`
+    /// (gid 777) must not match GID 2024, which may be some user's personal group.
+    #[test]
+    fn a_bare_number_is_a_group_name_not_a_gid() {
+        let gid_of = |n: &str| (n == "2024").then_some(777);
+        let allowed = vec!["2024".to_owned()];
+        assert!(!member_of(&allowed, &[2024], &gid_of));
+        assert!(member_of(&allowed, &[777], &gid_of));
+        assert!(member_of(&["gid:2024".to_owned()], &[2024], &gid_of));
+        assert!(!member_of(&["gid:2024".to_owned()], &[777], &gid_of));
+        // Both spellings are accepted in the account file and in plugstack.conf.
+        let r = SiteAccountRef::parse("a:/x.json:2024,gid:2024").unwrap();
+        assert_eq!(
+            r.public_groups,
+            Some(vec!["2024".into(), "gid:2024".into()])
+        );
+        for bad in [
+            "a:/x.json:gid:",
+            "a:/x.json:gid:x1",
+            "a:/x.json:gid:99999999999",
+        ] {
+            assert!(SiteAccountRef::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -21,7 +21,12 @@ fn site_account_token_from_a_root_only_shared_cache() {
     }
     let idp = idp(&[]);
     let _g = exclusive();
-    let tmp = tempfile::tempdir().unwrap();
+    // Not under /tmp: every directory on the way to m2m_cache must be root-owned and not
+    // writable by others (the plugin refuses /tmp's 1777).
+    let tmp = tempfile::Builder::new()
+        .prefix("qlam-site-idp-")
+        .tempdir_in("/run")
+        .unwrap();
     let file = tmp.path().join("qpu-ci.json");
     // The first secret is stale: a rotation in progress.
     let account = serde_json::json!({"issuer": idp.issuer, "client_id": "qlam-m2m",

@@ -18,6 +18,7 @@
 #   g  a 24-task array with an expired token: one refresh, every task the same valid token
 #   h  no token in Slurm's logs, `scontrol show job`, the stored job environment or state
 #   i  the job's token directory is gone after the job
+#   n  ... even with a non-UTF-8 name and 40 levels of directories in it (issue 10)
 #   j  a job that runs sbatch does not hand its token to slurmctld (E2E_SKIP=j skips it)
 #   k  salloc --qlam-auth: the allocation's steps get the token
 #   m  site service accounts (plugstack m2m=): group allowlist, one token for a whole array,
@@ -572,6 +573,41 @@ copies=("$(user_home qa1)"/e2e/*.token)
 assert_eq "${#copies[@]}" "$(grep -lFa -f "$needles" "${copies[@]}" | wc -l)" "needles match the jobs' token copies"
 assert_contains "$(slurmd_log)" "job=${id_a:-?} step=batch" "slurmd.log has the plugin's lines"
 rm -f "$views"
+t_pass
+
+# --- n: a job that fills its token directory with hostile entries is still cleaned -----------------
+# (issue 10, item 2) Before the fix, a non-UTF-8 name or nesting deeper than 16 made cleanup fail
+# and the directory stayed on /run; case i checks that this job's directory is gone too.
+t_begin "n: a non-UTF-8 name and 40 levels of directories in the job's token directory are cleaned up; the node stays idle"
+u=qa1
+if id_n=$(submit $u n <<'JOB'
+#!/bin/bash
+d=$(dirname "$QLAM_TOKEN_FILE")
+touch "$d/$(printf 'junk\377')"
+deep="$d/$(printf 'l/%.0s' $(seq 40))"
+mkdir -p "$deep" && touch "$deep/f"
+echo "made=$(find "$d" -mindepth 1 | wc -l)"
+JOB
+); then
+    JOBS+=("$id_n")
+    assert_eq "COMPLETED 0:0" "$(wait_job "$id_n" 60 || true)" "job $id_n state"
+    made=$(field made "$(job_out $u n "$id_n")")
+    [ "${made:-0}" -ge 42 ] || t_fail "the job made ${made:-no} entries, expected at least 42"
+    for ((i = 0; i < 50; i++)); do
+        [ -e "$TOKEN_DIR/$id_n" ] || break
+        sleep 0.2
+    done
+    assert_eq "" "$(find "$TOKEN_DIR/$id_n" -maxdepth 0 2>/dev/null)" "job $id_n token directory left behind"
+    node=
+    for ((i = 0; i < 50; i++)); do
+        node=$(sinfo -h -N -o %T | head -n 1)
+        [ "$node" = idle ] && break
+        sleep 0.2
+    done
+    assert_eq idle "$node" "node state (sinfo -h -N -o %T)"
+else
+    t_fail "sbatch --qlam-auth failed for $u"
+fi
 t_pass
 
 # --- i: the job's token directory is gone -----------------------------------------------------

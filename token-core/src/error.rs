@@ -37,10 +37,9 @@ pub enum Error {
     IdpRefused {
         /// The URL that was called.
         url: String,
-        /// The OAuth `error` code, e.g. `invalid_client`.
+        /// The OAuth `error` code, e.g. `invalid_client` (a non-standard code is replaced; the
+        /// `error_description` is never kept: IdPs echo what they were sent).
         code: String,
-        /// The `error_description`, cleaned and shortened.
-        description: Option<String>,
     },
     /// The identity provider answered with something that is not a valid OAuth response.
     IdpBadResponse {
@@ -186,18 +185,11 @@ impl fmt::Display for Error {
                 "the identity provider at {url} could not be reached ({detail}); check the network \
                  and the issuer URL, then try again"
             ),
-            Error::IdpRefused {
-                url,
-                code,
-                description,
-            } => {
+            Error::IdpRefused { url, code } => {
                 write!(
                     f,
                     "the identity provider at {url} refused the request: {code}"
                 )?;
-                if let Some(d) = description {
-                    write!(f, " ({d})")?;
-                }
                 match code.as_str() {
                     "invalid_client" | "unauthorized_client" => {
                         write!(f, "; check client_id and client_secret in the qsh config")

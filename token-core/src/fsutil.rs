@@ -91,7 +91,8 @@ fn io_err(e: rustix::io::Errno) -> std::io::Error {
 /// Opens a directory without following a symlink in its last component and checks it.
 /// `Ok(None)` if it does not exist.
 pub fn open_dir(path: &Path, policy: Policy) -> Result<Option<OwnedFd>> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let flags =
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
     let fd = match rustix::fs::open(path, flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) => return Ok(None),
@@ -135,7 +136,8 @@ pub fn open_or_create_dir_at(
             ));
         }
     }
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let flags =
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
     let fd = rustix::fs::openat(parent, name, flags, Mode::empty()).map_err(|e| match e {
         rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => not_a_plain(&path, "directory"),
         e => Error::store_io(&path, "cannot open directory", &io_err(e)),
@@ -172,7 +174,8 @@ pub fn read_file_at(
 ) -> Result<Option<Vec<u8>>> {
     let path = dir_path.join(name);
     // O_NONBLOCK: a FIFO planted in place of the file must not hang us.
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
     let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) => return Ok(None),
@@ -184,7 +187,7 @@ pub fn read_file_at(
 
 /// Reads a file by path, following symlinks (for config files), with checks on the target.
 pub fn read_file_following(path: &Path, policy: Policy, max: u64) -> Result<Option<Vec<u8>>> {
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
     let fd = match rustix::fs::open(path, flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) => return Ok(None),
@@ -257,8 +260,12 @@ pub fn atomic_write_at(
     let mut last_err = None;
     for _ in 0..8 {
         let tmp = format!(".{name}.{}.tmp", random_suffix());
-        let flags =
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags = OFlags::WRONLY
+            | OFlags::CREATE
+            | OFlags::EXCL
+            | OFlags::NOFOLLOW
+            | OFlags::CLOEXEC
+            | OFlags::NOCTTY;
         let fd = match rustix::fs::openat(dir, tmp.as_str(), flags, Mode::from_raw_mode(mode)) {
             Ok(fd) => fd,
             Err(rustix::io::Errno::EXIST) => continue,
@@ -331,7 +338,89 @@ pub fn random_suffix() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Before root creates anything under the absolute `path`: every existing component, from `/`
+/// on, must be a real directory (not a symlink), owned by root and not writable by group or
+/// others, so that no other user can swap a directory on the way. The first missing component
+/// ends the walk (root creates the rest itself).
+pub fn check_root_owned_ancestors(path: &Path) -> Result<()> {
+    use std::path::Component;
+    if !path.is_absolute() {
+        return Err(Error::store(path, "not an absolute path"));
+    }
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut at = PathBuf::from("/");
+    let mut fd = rustix::fs::open("/", flags | OFlags::DIRECTORY, Mode::empty())
+        .map_err(|e| Error::store_io("/", "cannot open", &io_err(e)))?;
+    check_trusted_dir(&fd, &at)?;
+    for c in path.components() {
+        let name = match c {
+            Component::RootDir | Component::CurDir => continue,
+            Component::Normal(n) => n,
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(Error::store(path, "contains '..'"));
+            }
+        };
+        at.push(name);
+        fd = match rustix::fs::openat(&fd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(Error::store_io(&at, "cannot open", &io_err(e))),
+        };
+        check_trusted_dir(&fd, &at)?;
+    }
+    Ok(())
+}
+
+fn check_trusted_dir(fd: &OwnedFd, path: &Path) -> Result<()> {
+    let st = rustix::fs::fstat(fd).map_err(|e| Error::store_io(path, "cannot stat", &io_err(e)))?;
+    let fix = format!(
+        "make every directory of the path a real directory owned by root and not writable by \
+         others (chown root '{0}'; chmod go-w '{0}'), or choose another path",
+        path.display()
+    );
+    let detail = if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        "it is a symbolic link or not a directory".to_owned()
+    } else if st.st_uid != 0 {
+        format!("it belongs to uid {}, not to root", st.st_uid)
+    } else if st.st_mode & 0o022 != 0 {
+        format!(
+            "its mode is {:04o}: other users can replace what is in it",
+            st.st_mode & 0o7777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::InsecurePermissions {
+        path: path.to_owned(),
+        detail,
+        fix,
+    })
+}
+
 /// Borrow helper so callers can pass `&OwnedFd`.
 pub fn fd(f: &OwnedFd) -> BorrowedFd<'_> {
     f.as_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Security review item 7: a directory on the way to `token_dir` / `m2m_cache` that another
+    /// user could change is refused before root creates anything under it.
+    #[test]
+    fn root_owned_ancestors() {
+        // Root-owned system directories, then missing components: fine.
+        check_root_owned_ancestors(Path::new("/usr/share/qlam-auth-test-missing/x")).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        // /tmp itself is world-writable (sticky or not: an entry can be planted there first).
+        let e = check_root_owned_ancestors(&tmp.path().join("tokens")).unwrap_err();
+        assert_eq!(e.kind(), "insecure_permissions", "{e}");
+        assert!(e.to_string().contains("other users can replace"), "{e}");
+        assert!(check_root_owned_ancestors(Path::new("relative/x")).is_err());
+        assert!(check_root_owned_ancestors(Path::new("/usr/../tmp/x")).is_err());
+        // A symlink on the way (to a root-owned directory) is refused too.
+        let e = check_root_owned_ancestors(Path::new("/proc/self/root/usr/x")).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+    }
 }

@@ -206,7 +206,15 @@ fn load_pem_file(
     path: &std::path::Path,
     out: &mut Vec<ureq::tls::Certificate<'static>>,
 ) -> std::io::Result<usize> {
-    let bytes = std::fs::read(path)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::os::unix::fs::OpenOptionsExt::custom_flags(
+            std::fs::OpenOptions::new().read(true),
+            rustix::fs::OFlags::NOCTTY.bits() as i32,
+        )
+        .open(path)?,
+        &mut bytes,
+    )?;
     let mut n = 0;
     for item in ureq::tls::parse_pem(&bytes) {
         if let Ok(ureq::tls::PemItem::Certificate(c)) = item {

@@ -28,6 +28,7 @@ pub mod fsutil;
 pub mod http;
 pub mod jwt;
 pub mod lock;
+pub mod logsafe;
 pub mod m2m;
 pub mod oauth;
 pub mod paths;

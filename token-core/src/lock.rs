@@ -57,8 +57,12 @@ pub fn acquire(
     done_elsewhere: &mut dyn FnMut() -> bool,
 ) -> Result<Option<StoreLock>> {
     let path = dir_path.join(name);
-    let flags =
-        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let flags = OFlags::RDWR
+        | OFlags::CREATE
+        | OFlags::NOFOLLOW
+        | OFlags::CLOEXEC
+        | OFlags::NONBLOCK
+        | OFlags::NOCTTY;
     let fd = rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600))
         .map_err(|e| Error::store_io(&path, "cannot open lock file", &e.into()))?;
     let st = rustix::fs::fstat(&fd)

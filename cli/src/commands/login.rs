@@ -175,19 +175,83 @@ fn device_login(
     Ok(result?)
 }
 
-fn try_open_browser(url: &str) {
+/// A private local page that forwards the browser to the authorization URL. xdg-open gets
+/// this page's path, never the URL: a command line is visible to every local user
+/// (`/proc/PID/cmdline`), and the URL's `state` and PKCE challenge would let one of them slip
+/// their own login into ours (login CSRF). The page is in a new 0700 directory (0600 file) under
+/// `$XDG_RUNTIME_DIR` (or the temp directory) and is removed when the login ends.
+struct RedirectPage {
+    dir: std::path::PathBuf,
+    file: std::path::PathBuf,
+}
+
+impl RedirectPage {
+    fn create(url: &str) -> std::io::Result<Self> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let parent = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(std::path::PathBuf::from)
+            .filter(|p| p.is_absolute() && p.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = parent.join(format!(
+            "qlam-auth-login-{}",
+            token_core::fsutil::random_suffix()
+        ));
+        // Fails if it exists: nobody else can have prepared it.
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let page = RedirectPage {
+            file: dir.join("login.html"),
+            dir,
+        };
+        let href = url
+            .replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        let html = format!(
+            "<!doctype html><meta charset=\"utf-8\"><meta name=\"referrer\" content=\"no-referrer\">\
+             <meta http-equiv=\"refresh\" content=\"0;url={href}\"><title>qlam-auth login</title>\
+             <p><a href=\"{href}\">Continue to the identity provider</a></p>\n"
+        );
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&page.file)?
+            .write_all(html.as_bytes())?;
+        Ok(page)
+    }
+}
+
+impl Drop for RedirectPage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Starts xdg-open on a private page that forwards to `url` (see [`RedirectPage`]).
+fn try_open_browser(url: &str) -> Option<RedirectPage> {
     use std::process::{Command, Stdio};
+    let page = match RedirectPage::create(url) {
+        Ok(p) => p,
+        Err(e) => {
+            log::info!(target: "qlam_auth", "could not write the page for the browser ({e}); open the URL yourself");
+            return None;
+        }
+    };
     match Command::new("xdg-open")
-        .arg(url)
+        .arg(&page.file)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
     {
         // Not waited for: xdg-open may stay as long as the browser does.
-        Ok(_child) => {}
+        Ok(_child) => Some(page),
         Err(e) => {
-            log::info!(target: "qlam_auth", "could not start xdg-open ({e}); open the URL yourself")
+            log::info!(target: "qlam_auth", "could not start xdg-open ({e}); open the URL yourself");
+            None
         }
     }
 }
@@ -219,9 +283,9 @@ fn browser_login(
              Over ssh, forward it first: ssh -L {port}:127.0.0.1:{port} THIS-HOST, or use \
              `qlam-auth login --device`.)\n\n"
         ));
-    } else {
-        try_open_browser(&req.url);
     }
+    // Kept until the login ends, so that the browser can read it.
+    let _page = (!headless).then(|| try_open_browser(&req.url)).flatten();
     let mut spinner = Spinner::new();
     let start = Instant::now();
     let result = oauth.finish_authorization(req, BROWSER_TIMEOUT, &mut || {

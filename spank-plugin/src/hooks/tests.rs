@@ -110,6 +110,8 @@ struct FakeBackend {
     prepare_error: Option<String>,
     reusable: bool,
     obtain_error: Option<String>,
+    /// The token's `sub` and the config's `client_id` (default `alice`, `qlam-cli`).
+    identity: Option<(String, String)>,
     calls: RefCell<Vec<String>>,
 }
 
@@ -172,8 +174,12 @@ impl Backend for FakeBackend {
                 expires_in: Some(3600),
                 lock_wait: Duration::ZERO,
                 capped_from: None,
-                subject: Some("alice".to_owned()),
-                client_id: "qlam-cli".to_owned(),
+                subject: Some(self.identity.as_ref().map_or("alice", |i| &i.0).to_owned()),
+                client_id: self
+                    .identity
+                    .as_ref()
+                    .map_or("qlam-cli", |i| &i.1)
+                    .to_owned(),
                 elapsed: Duration::from_millis(12),
             }),
         }
@@ -802,4 +808,42 @@ fn without_allowed_issuers_no_token_is_delivered() {
         init_post_opt(&mut sbatch, &backend, &mut State::default(), &auto),
         Verdict::Continue
     );
+}
+/// Security review item 3: values from the user's side (a `QSH_CONFIG` path, the token's `sub`,
+/// the config's `client_id`) cannot forge a line in slurmd's log: every line the plugin hands to
+/// Slurm has its control characters escaped.
+#[test]
+fn user_values_with_newlines_never_forge_log_lines() {
+    let forged = "x\nqlam-auth: job=1 uid=0 token=sha256:000000000000 forged\x1b[2K";
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    let backend = FakeBackend {
+        identity: Some((forged.to_owned(), forged.to_owned())),
+        ..FakeBackend::default()
+    };
+    let (_, v) = run_step(&mut host, &backend, &[]);
+    assert_eq!(v, Verdict::Continue);
+    let mut lines = host.logs.borrow().clone();
+    assert!(
+        lines.iter().any(|(_, m)| m.contains("subject=x\n")),
+        "{lines:?}"
+    );
+
+    let mut host = FakeHost::new(Context::Allocator, FakeHost::flag());
+    host.env.insert("QSH_CONFIG".to_owned(), forged.to_owned());
+    let mut state = State::default();
+    let v = init_post_opt(&mut host, &FakeBackend::default(), &mut state, &[]);
+    assert_eq!(v, Verdict::Fail, "a relative QSH_CONFIG is refused");
+    lines.extend(host.logs.borrow().iter().cloned());
+    assert!(
+        lines.iter().any(|(_, m)| m.contains("QSH_CONFIG=x\n")),
+        "{lines:?}"
+    );
+
+    for (_, msg) in &lines {
+        let line = crate::ffi::log_line(msg);
+        assert!(!line.contains(['\n', '\r', '\x1b']), "{line:?}");
+        if msg.contains('\n') {
+            assert!(line.contains("x\\nqlam-auth: job=1"), "{line:?}");
+        }
+    }
 }

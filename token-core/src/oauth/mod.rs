@@ -155,6 +155,24 @@ impl AudienceParam {
 static DISCOVERY_CACHE: Mutex<Option<HashMap<String, (Discovery, Instant)>>> = Mutex::new(None);
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 
+/// Form fields on their way to the IdP. They carry refresh tokens, codes, client secrets and
+/// assertions: every value is wiped when the form is dropped (`docs/security.md`).
+struct WipedForm<'a>(Vec<(&'a str, String)>);
+
+impl WipedForm<'_> {
+    fn wipe(&mut self) {
+        for (_, v) in &mut self.0 {
+            zeroize::Zeroize::zeroize(v);
+        }
+    }
+}
+
+impl Drop for WipedForm<'_> {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
 /// Talks to one provider's IdP.
 #[derive(Debug)]
 pub struct OAuthClient {
@@ -276,7 +294,7 @@ impl OAuthClient {
         if issuer.trim_end_matches('/') != self.provider.issuer {
             return Err(wrong(format!(
                 "the identity provider there calls itself '{}' (use that URL if it is yours)",
-                clean(&issuer)
+                shown_issuer(&issuer)
             )));
         }
         let check = |k: &str| -> Result<Option<String>> {
@@ -353,10 +371,11 @@ impl OAuthClient {
         d: &Discovery,
         form: Vec<(&str, String)>,
     ) -> Result<HttpResponse> {
+        let form = WipedForm(form);
         let creds = self.credentials()?;
         let last = creds.len() - 1;
         for (i, cred) in creds.iter().enumerate() {
-            let res = self.post_with(url, d, form.clone(), cred)?;
+            let res = self.post_with(url, d, form.0.clone(), cred)?;
             let refused = matches!(res.status, 400 | 401)
                 && matches!(oauth_error(url, &res), Error::IdpRefused { ref code, .. } if code == "invalid_client");
             if refused && i < last {
@@ -375,10 +394,12 @@ impl OAuthClient {
         &self,
         url: &str,
         d: &Discovery,
-        mut form: Vec<(&str, String)>,
+        form: Vec<(&str, String)>,
         cred: &Credential,
     ) -> Result<HttpResponse> {
-        let mut headers: Vec<(&str, String)> = Vec::new();
+        // Both carry secrets (refresh tokens, codes, client secrets): wiped when dropped.
+        let mut form = WipedForm(form);
+        let mut headers: Vec<(&str, zeroize::Zeroizing<String>)> = Vec::new();
         match (cred, self.client_auth(d)) {
             (Credential::Secret(s), ClientAuth::Basic) => {
                 let raw = zeroize::Zeroizing::new(format!(
@@ -389,11 +410,14 @@ impl OAuthClient {
                 let basic = zeroize::Zeroizing::new(
                     base64::engine::general_purpose::STANDARD.encode(raw.as_bytes()),
                 );
-                headers.push(("Authorization", format!("Basic {}", basic.as_str())));
+                headers.push((
+                    "Authorization",
+                    zeroize::Zeroizing::new(format!("Basic {}", basic.as_str())),
+                ));
             }
             (Credential::Secret(s), ClientAuth::Post) => {
-                form.push(("client_id", self.provider.client_id.clone()));
-                form.push(("client_secret", s.expose().to_owned()));
+                form.0.push(("client_id", self.provider.client_id.clone()));
+                form.0.push(("client_secret", s.expose().to_owned()));
             }
             (Credential::Key(k), _) => {
                 // OIDC Core §9: the audience is the token endpoint.
@@ -402,13 +426,14 @@ impl OAuthClient {
                     &d.token_endpoint,
                     Timestamp::now().unix_seconds(),
                 )?;
-                form.push(("client_id", self.provider.client_id.clone()));
-                form.push(("client_assertion_type", ASSERTION_TYPE.to_owned()));
-                form.push(("client_assertion", jwt.expose().to_owned()));
+                form.0.push(("client_id", self.provider.client_id.clone()));
+                form.0
+                    .push(("client_assertion_type", ASSERTION_TYPE.to_owned()));
+                form.0.push(("client_assertion", jwt.expose().to_owned()));
             }
-            (Credential::Public, _) => form.push(("client_id", self.provider.client_id.clone())),
+            (Credential::Public, _) => form.0.push(("client_id", self.provider.client_id.clone())),
         }
-        let form_ref: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let form_ref: Vec<(&str, &str)> = form.0.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let header_ref: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let start = Instant::now();
         let single_use = spends_what_it_sends(&form_ref);
@@ -507,9 +532,12 @@ impl OAuthClient {
                             "token_exchange needs subject_token: env:VARIABLE",
                         )
                     })?;
-                let subject = std::env::var(var)
-                    .ok()
-                    .filter(|v| !v.is_empty())
+                // The caller's environment (the job's, in the plugin), captured by
+                // `ProviderConfig::with_env`: never this process's (slurmstepd's, as root).
+                let subject = p
+                    .env
+                    .get(var)
+                    .filter(|v| !v.expose().is_empty())
                     .ok_or_else(|| {
                         Error::config(
                             &p.config_path,
@@ -521,7 +549,7 @@ impl OAuthClient {
                     .subject_token_type
                     .as_deref()
                     .unwrap_or("urn:ietf:params:oauth:token-type:jwt");
-                self.token_exchange(&Secret::new(subject), ty)
+                self.token_exchange(&subject, ty)
             }
             g => Err(Error::config(
                 &self.provider.config_path,
@@ -635,11 +663,24 @@ fn bad(url: &str, res: &HttpResponse, what: &str) -> Error {
 }
 
 /// Keeps printable ASCII, at most 160 characters: error descriptions are the IdP's text.
-fn clean(s: &str) -> String {
+/// The OAuth `error` code as we show it: only an RFC 6749-style code (`a-z`, `_`, at most 40
+/// characters) is kept, anything else is replaced, so that an IdP that echoes what it was sent
+/// cannot get it into our errors. `error_description` is never read, for the same reason.
+/// The issuer name a discovery document states, for a message: printable ASCII only, at most
+/// 200 characters. (A GET of discovery sends nothing that could be echoed back.)
+fn shown_issuer(s: &str) -> String {
     s.chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(160)
+        .filter(|c| c.is_ascii_graphic())
+        .take(200)
         .collect()
+}
+
+fn clean_code(s: &str) -> String {
+    if !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        s.to_owned()
+    } else {
+        "non_standard_error".to_owned()
+    }
 }
 
 /// Turns a non-success answer into an error: an OAuth error object if there is one, else a
@@ -659,13 +700,7 @@ pub(crate) fn oauth_error(url: &str, res: &HttpResponse) -> Error {
         },
         Some(code) if (400..500).contains(&res.status) => Error::IdpRefused {
             url: url.to_owned(),
-            code: clean(code),
-            description: parsed
-                .as_ref()
-                .and_then(|v| v.get("error_description"))
-                .and_then(Value::as_str)
-                .map(clean)
-                .filter(|d| !d.is_empty()),
+            code: clean_code(code),
         },
         _ if res.status == 429 || res.status >= 500 => Error::IdpUnreachable {
             url: url.to_owned(),
@@ -772,6 +807,130 @@ mod tests {
         let e = parse_token_response("u", &res(200, "application/json", r#"{"token":"x"}"#))
             .unwrap_err();
         assert!(e.to_string().contains("no access_token"));
+    }
+
+    /// Security review item 5: an IdP that echoes what it was sent in `error_description` (or
+    /// in a non-standard `error`) must not get it into our errors, slurmd's log or job output.
+    #[test]
+    fn idp_text_that_could_echo_a_secret_never_reaches_the_error() {
+        for body in [
+            r#"{"error":"invalid_grant","error_description":"refresh_token rt-ECHOED-4242 is spent"}"#,
+            r#"{"error":"invalid_grant rt-ECHOED-4242"}"#,
+            r#"{"error":"eyJhbGciOi.ECHOED.x"}"#,
+        ] {
+            let e = parse_token_response("u", &res(400, "application/json", body)).unwrap_err();
+            assert_eq!(e.kind(), "idp_refused", "{e}");
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains("ECHOED"), "{body}: {shown}");
+        }
+        let e = parse_token_response(
+            "u",
+            &res(
+                400,
+                "application/json",
+                r#"{"error":"invalid_client","error_description":"x"}"#,
+            ),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("invalid_client"), "{e}");
+    }
+
+    /// Security review item 7: the form copies that carry secrets are wiped (the drop path).
+    #[test]
+    fn forms_are_wiped() {
+        let mut f = WipedForm(vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", "rt-secret".to_owned()),
+        ]);
+        let capacity = f.0[1].1.capacity();
+        f.wipe();
+        assert!(f.0.iter().all(|(_, v)| v.is_empty()));
+        assert_eq!(
+            f.0[1].1.capacity(),
+            capacity,
+            "wiped in place, not reallocated"
+        );
+    }
+
+    /// A stand-in IdP (in process) that records the forms it is sent: what is checked here is
+    /// which value we send, which a real server cannot tell us apart from.
+    #[derive(Debug, Default)]
+    struct RecordingIdp {
+        forms: Mutex<Vec<Vec<(String, String)>>>,
+    }
+
+    impl crate::http::HttpClient for RecordingIdp {
+        fn get(&self, _url: &str, _headers: &[(&str, &str)]) -> Result<HttpResponse> {
+            Ok(res(
+                200,
+                "application/json",
+                r#"{"issuer":"https://idp.example","token_endpoint":"https://idp.example/token"}"#,
+            ))
+        }
+        fn post_form(
+            &self,
+            _url: &str,
+            _headers: &[(&str, &str)],
+            form: &[(&str, &str)],
+        ) -> Result<HttpResponse> {
+            let form = form.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+            self.forms.lock().unwrap().push(form.collect());
+            Ok(res(
+                200,
+                "application/json",
+                r#"{"access_token":"exchanged","expires_in":60}"#,
+            ))
+        }
+    }
+
+    use std::sync::Arc;
+
+    fn exchange_provider(lookup: &dyn Fn(&str) -> Option<String>) -> ProviderConfig {
+        ProviderConfig {
+            context: "c".into(),
+            name: "p".into(),
+            issuer: "https://idp.example".into(),
+            client_id: "cid".into(),
+            client_secret: None,
+            grant_type: GrantType::TokenExchange,
+            scope: None,
+            audience: None,
+            tenant: None,
+            subject_token_type: None,
+            // PATH is set in every test process: the stand-in for a daemon's own variable.
+            subject_token: Some("env:PATH".into()),
+            config_path: "/c.json".into(),
+            env: crate::config::EnvSnapshot::default(),
+        }
+        .with_env(lookup)
+    }
+
+    /// Security review item 1: `subject_token: env:VAR` is the caller's (the job's) variable,
+    /// never the variable of the process that runs the code (slurmstepd, as root).
+    #[test]
+    fn token_exchange_reads_the_callers_environment_never_the_process_one() {
+        assert!(std::env::var_os("PATH").is_some());
+        let idp = Arc::new(RecordingIdp::default());
+        let client = OAuthClient::new(
+            idp.clone(),
+            exchange_provider(&|_| None),
+            Duration::from_secs(5),
+        );
+        let e = client.machine_token().unwrap_err();
+        assert_eq!(e.kind(), "bad_config", "{e}");
+        assert!(e.to_string().contains("$PATH is unset"), "{e}");
+        assert!(idp.forms.lock().unwrap().is_empty(), "nothing may be sent");
+
+        let job_env = |k: &str| (k == "PATH").then(|| "job-subject-token".to_owned());
+        let client = OAuthClient::new(
+            idp.clone(),
+            exchange_provider(&job_env),
+            Duration::from_secs(5),
+        );
+        client.machine_token().unwrap();
+        let forms = idp.forms.lock().unwrap();
+        let sent = forms[0].iter().find(|(k, _)| k == "subject_token");
+        assert_eq!(sent.map(|(_, v)| v.as_str()), Some("job-subject-token"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::{Error, Result};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -92,6 +92,11 @@ impl OAuthClient {
 
     /// Waits (at most `timeout`, or until `cancelled()`) for the browser to come back, then
     /// exchanges the code.
+    ///
+    /// Any local user can connect to the loopback port: only a request with this login's
+    /// `state` is acted on (a wrong or missing `state` is answered and ignored, even with
+    /// `error=`), and connections are served side by side without threads, each with a short
+    /// deadline, so one that stalls cannot hold up the browser's.
     pub fn finish_authorization(
         &self,
         req: AuthorizationRequest,
@@ -104,7 +109,8 @@ impl OAuthClient {
                 reason: e.to_string(),
             })?;
         let deadline = Instant::now() + timeout;
-        let code = loop {
+        let mut conns: Vec<Pending> = Vec::new();
+        let code = 'wait: loop {
             if cancelled() {
                 return Err(Error::Aborted {
                     reason: "interrupted".into(),
@@ -115,22 +121,53 @@ impl OAuthClient {
                     reason: "no answer from the browser in time".into(),
                 });
             }
-            match req.listener.accept() {
-                Ok((stream, _)) => {
-                    if let Some(code) = handle_callback(stream, &req.state)? {
-                        break code;
+            let mut busy = false;
+            loop {
+                match req.listener.accept() {
+                    Ok((stream, _)) => {
+                        busy = true;
+                        if stream.set_nonblocking(true).is_err() {
+                            continue;
+                        }
+                        if conns.len() >= MAX_CONNECTIONS {
+                            conns.remove(0);
+                        }
+                        conns.push(Pending {
+                            stream,
+                            buf: Vec::new(),
+                            until: Instant::now() + CONNECTION_TIMEOUT,
+                        });
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(Error::Aborted {
+                            reason: format!("loopback listener failed: {e}"),
+                        });
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                Err(e) => {
-                    return Err(Error::Aborted {
-                        reason: format!("loopback listener failed: {e}"),
-                    });
+            }
+            let mut i = 0;
+            while i < conns.len() {
+                match conns[i].poll() {
+                    Poll::Waiting if Instant::now() < conns[i].until => i += 1,
+                    Poll::Waiting | Poll::Gone => {
+                        conns.swap_remove(i);
+                    }
+                    Poll::Line(line) => {
+                        busy = true;
+                        let c = conns.swap_remove(i);
+                        if let Some(code) = handle_callback(c.stream, &line, &req.state)? {
+                            break 'wait code;
+                        }
+                    }
                 }
             }
+            if !busy {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         };
+        drop(conns);
         let form = vec![
             ("grant_type", "authorization_code".to_owned()),
             ("code", code.expose().to_owned()),
@@ -141,22 +178,59 @@ impl OAuthClient {
     }
 }
 
-/// Reads one HTTP request; returns the code if it is the right callback.
-fn handle_callback(mut stream: TcpStream, state: &str) -> Result<Option<Secret>> {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut line = String::new();
-    let mut reader = BufReader::new(
-        stream
-            .try_clone()
-            .map_err(|e| Error::Aborted {
-                reason: e.to_string(),
-            })?
-            .take(8192),
-    );
-    if reader.read_line(&mut line).is_err() {
-        return Ok(None);
+/// Connections served at once; a new one beyond this pushes out the oldest.
+const MAX_CONNECTIONS: usize = 16;
+/// How long a connection may take to send its request line.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest request line read.
+const MAX_REQUEST_LINE: usize = 8192;
+
+/// A loopback connection whose request line has not fully arrived.
+struct Pending {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    until: Instant,
+}
+
+enum Poll {
+    Waiting,
+    Gone,
+    Line(String),
+}
+
+impl Pending {
+    /// Reads what has arrived, without blocking.
+    fn poll(&mut self) -> Poll {
+        let mut chunk = [0u8; 2048];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Poll::Gone,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                        return match std::str::from_utf8(&self.buf[..end]) {
+                            Ok(l) => Poll::Line(l.trim_end().to_owned()),
+                            Err(_) => Poll::Gone,
+                        };
+                    }
+                    if self.buf.len() > MAX_REQUEST_LINE {
+                        return Poll::Gone;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Poll::Waiting,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return Poll::Gone,
+            }
+        }
     }
+}
+
+/// Answers one request (its request line: `GET /callback?... HTTP/1.1`); returns the code if it
+/// is this login's callback. An `error=` ends the login only with the right `state`.
+fn handle_callback(mut stream: TcpStream, line: &str, state: &str) -> Result<Option<Secret>> {
+    // The answer is small; a client that does not read cannot hold us for long.
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(500)));
     let target = line.split_whitespace().nth(1).unwrap_or("");
     let Some(query) = target.strip_prefix("/callback?") else {
         let _ = stream
@@ -176,18 +250,19 @@ fn handle_callback(mut stream: TcpStream, state: &str) -> Result<Option<Secret>>
             _ => {}
         }
     }
-    let (ok, page) = match (&error, got_state.as_deref() == Some(state), &code) {
-        (Some(_), _, _) => (
-            false,
+    let ours = got_state.as_deref() == Some(state);
+    let (page, outcome) = match (ours, &error, code) {
+        (true, Some(_), _) => (
             "Login failed at the identity provider. You can close this tab.",
+            Outcome::Failed,
         ),
-        (None, true, Some(_)) => (
-            true,
+        (true, None, Some(code)) => (
             "Logged in. You can close this tab and return to the terminal.",
+            Outcome::Code(code),
         ),
         _ => (
-            false,
             "This login link does not match; start `qlam-auth login` again.",
+            Outcome::Ignored,
         ),
     };
     let body = format!("<!doctype html><title>qlam-auth</title><p>{page}</p>");
@@ -196,17 +271,34 @@ fn handle_callback(mut stream: TcpStream, state: &str) -> Result<Option<Secret>>
         "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    if let Some(e) = error {
-        let e: String = e
-            .chars()
-            .filter(|c| c.is_ascii_graphic())
-            .take(80)
-            .collect();
-        return Err(Error::Aborted {
-            reason: format!("the identity provider answered {e}"),
-        });
+    match outcome {
+        Outcome::Code(code) => Ok(Some(code)),
+        Outcome::Ignored => {
+            log::info!(target: "qlam_auth", "ignored a request to the loopback listener without this login's state");
+            Ok(None)
+        }
+        Outcome::Failed => {
+            // Only an RFC-style code, never free text (it could carry what was sent).
+            let e = error.unwrap_or_default();
+            let e = if !e.is_empty()
+                && e.len() <= 40
+                && e.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            {
+                e
+            } else {
+                "non_standard_error".to_owned()
+            };
+            Err(Error::Aborted {
+                reason: format!("the identity provider answered {e}"),
+            })
+        }
     }
-    Ok(if ok { code } else { None })
+}
+
+enum Outcome {
+    Code(Secret),
+    Ignored,
+    Failed,
 }
 
 #[cfg(test)]

@@ -435,17 +435,20 @@ mod tests {
     #[test]
     fn the_renewers_of_a_job_are_stopped_before_its_directory_goes_and_nothing_else() {
         let tmp = tempfile::tempdir().unwrap();
-        // Looks like `qlam-auth job-renewer --job 42` in /proc/PID/cmdline.
-        let mut renewer = std::process::Command::new("sh")
-            .args([
-                "-c",
-                "while :; do sleep 0.05; done",
-                "job-renewer",
-                "--job",
-                "42",
-            ])
-            .spawn()
-            .unwrap();
+        // Looks like `qlam-auth job-renewer --job JOB` in /proc/PID/cmdline; ends by itself
+        // after 30 s at the latest.
+        let fake = |job: &str| {
+            std::process::Command::new("sh")
+                .args([
+                    "-c",
+                    "for i in $(seq 600); do sleep 0.05; done",
+                    "job-renewer",
+                    "--job",
+                    job,
+                ])
+                .spawn()
+                .unwrap()
+        };
         let write = |name: &str, pid: u32| {
             std::fs::write(
                 tmp.path().join(name),
@@ -453,33 +456,25 @@ mod tests {
             )
             .unwrap()
         };
+        let mut renewer = fake("42");
+        let mut other = fake("7");
         write("token.status", renewer.id());
         // A status file naming a process that is not a renewer of this job: left alone.
         write("token-x.status", std::process::id());
+        write("token-y.status", other.id());
         let started = Instant::now();
-        assert_eq!(stop_renewers(tmp.path(), "42", Duration::from_secs(3)), 1);
-        let status = renewer.wait().unwrap();
-        assert!(!status.success(), "the renewer was terminated: {status}");
-        assert!(started.elapsed() < Duration::from_secs(3));
-        // Another job's renewer is not ours to stop.
-        let mut other = std::process::Command::new("sh")
-            .args([
-                "-c",
-                "while :; do sleep 0.05; done",
-                "job-renewer",
-                "--job",
-                "7",
-            ])
-            .spawn()
-            .unwrap();
-        write("token.status", other.id());
-        assert_eq!(
-            stop_renewers(tmp.path(), "42", Duration::from_millis(100)),
-            0
-        );
-        assert!(alive(other.id()));
-        other.kill().unwrap();
-        other.wait().unwrap();
+        let stopped = stop_renewers(tmp.path(), "42", Duration::from_secs(3));
+        let took = started.elapsed();
+        let renewer_gone = !alive(renewer.id());
+        let other_alive = alive(other.id());
+        for c in [&mut renewer, &mut other] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert_eq!(stopped, 1, "only the renewer of job 42 is stopped");
+        assert!(renewer_gone, "it has ended");
+        assert!(took < Duration::from_secs(3), "within the bound: {took:?}");
+        assert!(other_alive, "another job's renewer is not ours to stop");
     }
 
     #[test]

@@ -820,7 +820,7 @@ fn user_values_with_newlines_never_forge_log_lines() {
         identity: Some((forged.to_owned(), forged.to_owned())),
         ..FakeBackend::default()
     };
-    let (_, v) = run_step(&mut host, &backend, &[]);
+    let (_, v) = run_step(&mut host, &backend, &argv(&[]));
     assert_eq!(v, Verdict::Continue);
     let mut lines = host.logs.borrow().clone();
     assert!(

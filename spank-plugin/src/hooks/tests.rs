@@ -831,7 +831,7 @@ fn user_values_with_newlines_never_forge_log_lines() {
     let mut host = FakeHost::new(Context::Allocator, FakeHost::flag());
     host.env.insert("QSH_CONFIG".to_owned(), forged.to_owned());
     let mut state = State::default();
-    let v = init_post_opt(&mut host, &FakeBackend::default(), &mut state, &[]);
+    let v = init_post_opt(&mut host, &FakeBackend::default(), &mut state, &argv(&[]));
     assert_eq!(v, Verdict::Fail, "a relative QSH_CONFIG is refused");
     lines.extend(host.logs.borrow().iter().cloned());
     assert!(

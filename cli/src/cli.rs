@@ -485,6 +485,19 @@ pub struct TokenArgs {
     /// command fails (exit 5) rather than print a token that lapses sooner than asked.
     #[arg(long, value_name = "SECONDS")]
     pub min_valid: Option<u64>,
+    /// Print a narrow token for this audience instead of your own: your token is exchanged at
+    /// the identity provider (RFC 8693 token exchange) for one that only this API accepts.
+    /// The identity provider decides what it allows; no site policy is read here.
+    #[arg(long, value_name = "URL")]
+    pub audience: Option<String>,
+    /// With token exchange: only these scopes (space- or comma-separated). Giving --scope
+    /// alone exchanges for your provider's own audience with fewer scopes.
+    #[arg(long, value_name = "SCOPES")]
+    pub scope: Option<String>,
+    /// With token exchange: ask for a token that lives at most this many seconds (sent as
+    /// `requested_lifetime`; an identity provider may ignore it, which is then reported).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub lifetime: Option<u64>,
 }
 
 /// `logout`.

@@ -213,6 +213,20 @@ pub struct JobRenewerArgs {
     /// while a slurmstepd of the job runs on the node.
     #[arg(long, value_name = "PID")]
     pub watch_pid: Option<u32>,
+    /// Keep a job token (RFC 8693 token exchange of the user's token) in the file instead of the
+    /// user's token, and revoke the job tokens when the job ends (plugstack exchange=).
+    #[arg(long)]
+    pub exchange: bool,
+    /// With --exchange: the job token's audience.
+    #[arg(long, value_name = "URL", requires = "exchange")]
+    pub exchange_audience: Option<String>,
+    /// With --exchange: the job token's scopes (space-separated).
+    #[arg(long, value_name = "SCOPES", requires = "exchange")]
+    pub exchange_scope: Option<String>,
+    /// With --exchange: the longest a job token may live; each renewal also asks for no more
+    /// than the job's remaining time plus a margin.
+    #[arg(long, value_name = "SECONDS", requires = "exchange")]
+    pub exchange_max_lifetime: Option<u64>,
 }
 
 /// `ssh ...`.

@@ -12,10 +12,17 @@
 //! says what the IdP granted, and callers log when it is longer than asked.
 #![forbid(unsafe_code)]
 
+use std::path::Path;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+use crate::broker::{Broker, ObtainOptions, Obtained};
+use crate::fsutil::{self, Policy as FilePolicy};
 use crate::oauth::TokenResponse;
 use crate::secret::Secret;
+use crate::time::Timestamp;
+use crate::{Error, Result};
 
 /// The RFC 8693 grant type.
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -181,6 +188,93 @@ impl Exchanged {
             (None, _) => false,
         }
     }
+}
+
+/// The user's fresh token (single flight through the broker), exchanged for a job token.
+/// Returns both: the user's for the log (subject, client, refresh), the job's for delivery.
+pub fn job_token(
+    broker: &Broker,
+    opts: &ObtainOptions,
+    req: &Request,
+) -> Result<(Obtained, Exchanged)> {
+    let user = broker.obtain(opts)?;
+    let res = broker
+        .oauth()?
+        .exchange_access_token(&user.access_token, req)?;
+    Ok((user, Exchanged::from_response(res, req)))
+}
+
+/// What the job directory records about an exchanged token file, beside it: its expiry (an
+/// opaque token does not tell) and what it is for. Never the token; its fingerprint only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Fingerprint of the token this describes.
+    pub fingerprint: String,
+    /// Expiry, Unix seconds.
+    pub expires_at: Option<i64>,
+    /// Lifetime in seconds, as the IdP stated it.
+    #[serde(default)]
+    pub lifetime: Option<u64>,
+    /// The audience asked for.
+    pub audience: Option<String>,
+    /// The scope granted.
+    pub scope: Option<String>,
+}
+
+impl Meta {
+    /// The record for `x`, obtained at `now`.
+    pub fn of(x: &Exchanged, now: Timestamp) -> Self {
+        Meta {
+            fingerprint: x.token.fingerprint(),
+            expires_at: x
+                .lifetime
+                .map(|l| now.unix_seconds().saturating_add(l.as_secs() as i64)),
+            lifetime: x.lifetime.map(|l| l.as_secs()),
+            audience: x.audience.clone(),
+            scope: x.scope.clone(),
+        }
+    }
+
+    /// True if this record describes `token`.
+    pub fn describes(&self, token: &Secret) -> bool {
+        self.fingerprint == token.fingerprint()
+    }
+}
+
+/// The record's name beside token file `file_name`.
+pub fn meta_file_name(file_name: &str) -> String {
+    format!("{file_name}.exchange")
+}
+
+/// Writes the record of token file `file_name` in the job directory `dir` (as the user, 0600).
+pub fn write_meta(dir: &Path, file_name: &str, meta: &Meta) -> Result<()> {
+    let fd = fsutil::open_dir(dir, FilePolicy::PRIVATE)?
+        .ok_or_else(|| Error::store(dir, "the job token directory does not exist"))?;
+    let mut bytes = serde_json::to_vec(meta)
+        .map_err(|e| Error::store(dir, format!("cannot encode the token record: {e}")))?;
+    bytes.push(b'\n');
+    fsutil::atomic_write_at(
+        fsutil::fd(&fd),
+        dir,
+        &meta_file_name(file_name),
+        &bytes,
+        0o600,
+    )
+    .map(|_| ())
+}
+
+/// The record of token file `file_name`, if there is a readable one (as the user).
+pub fn read_meta(dir: &Path, file_name: &str) -> Option<Meta> {
+    let fd = fsutil::open_dir(dir, FilePolicy::PRIVATE).ok()??;
+    let bytes = fsutil::read_file_at(
+        fsutil::fd(&fd),
+        dir,
+        &meta_file_name(file_name),
+        FilePolicy::PRIVATE,
+        16 * 1024,
+    )
+    .ok()??;
+    serde_json::from_slice(&bytes).ok()
 }
 
 #[cfg(test)]

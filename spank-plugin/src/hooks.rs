@@ -669,7 +669,13 @@ pub fn exchange_request(
         .map_err(|m| format!("{m} ({ENV_WANT_AUDIENCE}, {ENV_WANT_SCOPE})"))
 }
 
-/// How long this job still needs a token: until its end (`SLURM_JOB_END_TIME`) plus a margin.
+/// The margin beyond the job's end of a job token's lifetime: [`END_TIME_MARGIN`] and half a
+/// minute more, so that a later step, which needs the token until the end plus
+/// [`END_TIME_MARGIN`], still reuses it.
+pub const EXCHANGE_MARGIN: Duration = Duration::from_secs(END_TIME_MARGIN.as_secs() + 30);
+
+/// How long this job still needs a token: until its end (`SLURM_JOB_END_TIME`) plus
+/// [`EXCHANGE_MARGIN`].
 fn job_remaining(host: &dyn Host) -> Option<Duration> {
     let end = host
         .getenv("SLURM_JOB_END_TIME")
@@ -679,7 +685,7 @@ fn job_remaining(host: &dyn Host) -> Option<Duration> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    Some(Duration::from_secs(end.saturating_sub(now)) + END_TIME_MARGIN)
+    Some(Duration::from_secs(end.saturating_sub(now)) + EXCHANGE_MARGIN)
 }
 
 fn deliver(

@@ -106,6 +106,9 @@ pub fn run(a: &JobRenewerArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A job token lives at most until the job's end plus this (the plugin's `EXCHANGE_MARGIN`).
+const EXCHANGE_MARGIN_SECS: u64 = 150;
+
 /// The longest the renewer spends revoking job tokens when the job has ended.
 const REVOKE_WITHIN: Duration = Duration::from_secs(5);
 
@@ -140,10 +143,11 @@ fn renew_job_token(
             lifetime: m.lifetime.map(Duration::from_secs),
         });
     }
-    let until_end = a
-        .end_time
-        .and_then(|e| i64::try_from(e).ok())
-        .map(|e| Duration::from_secs(e.saturating_sub(now.unix_seconds()).max(0) as u64 + 120));
+    let until_end = a.end_time.and_then(|e| i64::try_from(e).ok()).map(|e| {
+        Duration::from_secs(
+            e.saturating_sub(now.unix_seconds()).max(0) as u64 + EXCHANGE_MARGIN_SECS,
+        )
+    });
     let max = a.exchange_max_lifetime.map(Duration::from_secs);
     let req = exchange::Request {
         audience: a.exchange_audience.clone(),

@@ -198,15 +198,36 @@ impl Backend for TokenCore {
         &self,
         req: &Request<'_>,
         ex: &token_core::exchange::Request,
+        job: u32,
+        file_name: &str,
     ) -> Result<Exchange, String> {
         let (broker, provider) = Self::broker(req)?;
-        let (user, job) = token_core::exchange::job_token(&broker, &obtain_options(req.args), ex)
+        let paths = QshPaths::resolve(req.home, req.env);
+        let opts = obtain_options(req.args);
+        let mut user = None;
+        let (token, subject, _) = token_core::jobcache::JobCache::new(&paths)
+            .get_or_exchange(
+                job,
+                file_name,
+                ex,
+                opts.min_valid,
+                opts.lock_timeout,
+                &mut || {
+                    let (u, x) = token_core::exchange::job_token(&broker, &opts, ex)?;
+                    // The `sub` claim: slurmd's log is no place for e-mail addresses.
+                    let subject =
+                        token_core::jwt::sub(u.access_token.expose()).or(u.subject.clone());
+                    user = Some(delivery(u, subject.clone()));
+                    Ok((x, subject))
+                },
+            )
             .map_err(|e| e.to_string())?;
-        let subject = token_core::jwt::sub(user.access_token.expose()).or(user.subject.clone());
         Ok(Exchange {
-            user: delivery(user, subject),
-            outlives: job.outlives(ex),
-            job,
+            user,
+            subject,
+            client_id: provider.client_id.clone(),
+            outlives: token.outlives(ex),
+            job: token,
             provider,
         })
     }

@@ -201,8 +201,13 @@ pub struct RenewerSpec {
 /// A job token obtained by token exchange, and what was used to get it.
 #[derive(Debug)]
 pub struct Exchange {
-    /// The user's token that was exchanged (its source, subject, client id, timings).
-    pub user: Delivery,
+    /// The user's token that was exchanged (its source, subject, client id, timings); `None`
+    /// when the job token came from the job's cache (another step or node exchanged it).
+    pub user: Option<Delivery>,
+    /// The user the job token is for (`sub`), if known.
+    pub subject: Option<String>,
+    /// The OAuth client that exchanged it.
+    pub client_id: String,
     /// The job token.
     pub job: token_core::exchange::Exchanged,
     /// True when the IdP made it live longer than asked (or did not say how long).
@@ -269,12 +274,15 @@ pub trait Backend {
     fn renewal_status(&self, _dir: &Path, _file_name: &str) -> Option<(String, Option<String>)> {
         None
     }
-    /// A job token: the user's token (as [`Backend::obtain`]) exchanged for one as `ex` asks
-    /// (remote context, as the user).
+    /// The job token of job `job` for its token file `file_name`: from the job's cache in the
+    /// user's home if another step or node of the job got one, else the user's token (as
+    /// [`Backend::obtain`]) exchanged for one as `ex` asks (remote context, as the user).
     fn exchange(
         &self,
         _req: &Request<'_>,
         _ex: &token_core::exchange::Request,
+        _job: u32,
+        _file_name: &str,
     ) -> Result<Exchange, String> {
         Err("token exchange is not supported here".to_owned())
     }
@@ -767,7 +775,7 @@ fn deliver(
         args,
     };
     if let Some(ex) = &exchange {
-        match backend.exchange(&request, ex) {
+        match backend.exchange(&request, ex, job, &file_name) {
             Ok(x) => {
                 return deliver_exchanged(host, backend, state, args, req, &dir, x, ex, started);
             }
@@ -855,16 +863,21 @@ fn deliver_exchanged(
     state.job_tokens.provider = Some(x.provider);
     state.job_tokens.tokens.push(x.job.token.clone());
     renewal(host, backend, args, dir, &file_name, req, uid, Some(ex));
+    let (user_token, user_source, lock_wait) = match &x.user {
+        Some(u) => (u.token.fingerprint(), u.source, u.lock_wait.as_millis()),
+        None => ("-".to_owned(), "job_cache", 0),
+    };
     host.log(
         Level::Info,
         &format!(
-            "job={job} step={} uid={uid} token={} exchanged=yes subject={} client_id={} \
-             audience={} scope={} expires_in_s={} user_token={} user_source={} \
-             lock_wait_ms={} elapsed_ms={}",
+            "job={job} step={} uid={uid} token={} exchanged={} subject={} client_id={} \
+             audience={} scope={} expires_in_s={} user_token={user_token} \
+             user_source={user_source} lock_wait_ms={lock_wait} elapsed_ms={}",
             step_name(host.step_id()),
             x.job.token.fingerprint(),
-            x.user.subject.as_deref().unwrap_or("-"),
-            x.user.client_id,
+            if x.user.is_some() { "yes" } else { "cached" },
+            x.subject.as_deref().unwrap_or("-"),
+            x.client_id,
             x.job.audience.as_deref().unwrap_or("-"),
             x.job
                 .scope
@@ -873,10 +886,7 @@ fn deliver_exchanged(
             x.job
                 .lifetime
                 .map_or("-".to_owned(), |l| l.as_secs().to_string()),
-            x.user.token.fingerprint(),
-            x.user.source,
-            x.user.lock_wait.as_millis(),
-            x.user.elapsed.max(started.elapsed()).as_millis(),
+            started.elapsed().as_millis(),
         ),
     );
     if x.outlives {

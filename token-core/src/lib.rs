@@ -26,6 +26,7 @@ pub mod exchange;
 pub mod faultpoint;
 pub mod fsutil;
 pub mod http;
+pub mod jobcache;
 pub mod jwt;
 pub mod lock;
 pub mod m2m;

@@ -224,3 +224,59 @@ fn m2m_token_exchange_takes_its_subject_token_from_the_callers_environment() {
         "{err}"
     );
 }
+
+/// Single flight per job, not per node: eight "nodes" of one job start at once and ask the
+/// job's cache in the user's home; one exchange reaches the IdP and all get its token.
+#[test]
+fn eight_nodes_of_one_job_cost_one_exchange() {
+    use token_core::jobcache::{From, JobCache};
+    let idp = the_idp();
+    let _g = exclusive();
+    let home = QshHome::new(idp);
+    home.device_login(idp, "dave");
+    let req = site()
+        .resolve(None, None, Some(Duration::from_secs(300)))
+        .unwrap();
+    let successes = |idp: &Idp| {
+        idp.stats()["successes"]["token-exchange"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = successes(idp);
+    let results: Vec<(String, From)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let broker = home.broker(idp, USER_CONTEXT);
+                    let (x, _, from) = JobCache::new(&home.paths)
+                        .get_or_exchange(
+                            4711,
+                            "token",
+                            &req,
+                            Duration::from_secs(60),
+                            Duration::from_secs(20),
+                            &mut || {
+                                let (u, x) =
+                                    token_core::exchange::job_token(&broker, &opts(), &req)?;
+                                Ok((x, token_core::jwt::sub(u.access_token.expose())))
+                            },
+                        )
+                        .unwrap();
+                    (x.token.expose().to_owned(), from)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(successes(idp) - before, 1, "one exchange for the whole job");
+    assert!(results.iter().all(|(t, _)| t == &results[0].0));
+    assert_eq!(
+        results
+            .iter()
+            .filter(|(_, f)| *f == From::Exchanged)
+            .count(),
+        1
+    );
+    assert_eq!(resource_status(idp, STORAGE, &results[0].0), "200");
+    assert!(JobCache::new(&home.paths).remove(4711, "token").unwrap());
+}

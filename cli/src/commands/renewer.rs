@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use token_core::broker::{Broker, ObtainOptions, Obtained, Source};
 use token_core::config::Config;
 use token_core::http::HttpSettings;
+use token_core::jobcache::{From as CacheFrom, JobCache};
 use token_core::paths::QshPaths;
 use token_core::renew::{Ended, RenewerConfig};
 use token_core::secret::Secret;
@@ -91,8 +92,11 @@ pub fn run(a: &JobRenewerArgs) -> Result<(), Failure> {
             }
     };
     let ended = token_core::renew::run(&cfg, &mut obtain, &alive, &stop);
-    if ended.as_ref().is_ok_and(|e| *e != Ended::AlreadyRunning) {
+    if a.exchange && ended.as_ref().is_ok_and(|e| *e != Ended::AlreadyRunning) {
         revoke_job_tokens(job, &broker_now, &job_tokens);
+        if let Err(e) = JobCache::new(&paths).remove(job, &a.file) {
+            log::warn!(target: "qlam_auth", "job {job}: could not remove the job's cache entry ({e})");
+        }
     }
     match ended? {
         Ended::AlreadyRunning => {
@@ -162,19 +166,42 @@ fn renew_job_token(
         min_valid: Duration::from_secs(60),
         lock_timeout: Duration::from_secs(a.lock_timeout),
     };
-    let (user, job) = exchange::job_token(broker, &opts, &req)?;
+    // Single flight across the job's nodes: the first renewer to come exchanges, the others
+    // take its token from the job's cache in the user's home.
+    let paths = QshPaths::resolve(&a.home, &|k| std::env::var(k).ok());
+    let mut user = None;
+    let (job, _, from) = JobCache::new(&paths).get_or_exchange(
+        a.job,
+        &a.file,
+        &req,
+        min_valid,
+        Duration::from_secs(a.lock_timeout),
+        &mut || {
+            let (u, x) = exchange::job_token(broker, &opts, &req)?;
+            let subject = u.subject.clone();
+            user = Some(u);
+            Ok((x, subject))
+        },
+    )?;
     exchange::write_meta(&a.dir, &a.file, &exchange::Meta::of(&job, now))?;
     seen.push(job.token.clone());
-    log::info!(target: "qlam_auth", "job {}: exchanged user token {} for job token {} (audience {}, lifetime {} s)", a.job, user.access_token.fingerprint(), job.token.fingerprint(), job.audience.as_deref().unwrap_or("-"), job.lifetime.map_or(0, |l| l.as_secs()));
+    log::info!(target: "qlam_auth", "job {}: job token {} ({from:?}; user token {}), audience {}, lifetime {} s", a.job, job.token.fingerprint(), user.as_ref().map_or("-".to_owned(), |u| u.access_token.fingerprint()), job.audience.as_deref().unwrap_or("-"), job.lifetime.map_or(0, |l| l.as_secs()));
+    let (lock_wait, subject, client_id) = match user {
+        Some(u) => (u.lock_wait, u.subject, u.client_id),
+        None => (Duration::ZERO, None, broker.provider().client_id.clone()),
+    };
     Ok(Obtained {
         access_token: job.token,
         expires_at: job.lifetime.map(|l| now.plus_seconds(l.as_secs() as i64)),
-        refreshed: true,
-        source: Source::Renewed,
+        refreshed: from == CacheFrom::Exchanged,
+        source: match from {
+            CacheFrom::Exchanged => Source::Renewed,
+            CacheFrom::Cache => Source::RenewedByOther,
+        },
         elapsed: started.elapsed(),
-        lock_wait: user.lock_wait,
-        subject: user.subject,
-        client_id: user.client_id,
+        lock_wait,
+        subject,
+        client_id,
         capped_from: None,
         lifetime: job.lifetime,
     })

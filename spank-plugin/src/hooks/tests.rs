@@ -208,6 +208,8 @@ impl Backend for FakeBackend {
         &self,
         req: &Request<'_>,
         ex: &token_core::exchange::Request,
+        _job: u32,
+        _file_name: &str,
     ) -> Result<Exchange, String> {
         self.calls.borrow_mut().push(format!(
             "exchange audience={:?} scope={:?} lifetime={:?}",
@@ -220,7 +222,9 @@ impl Backend for FakeBackend {
         }
         let user = self.obtain(req)?;
         Ok(Exchange {
-            user,
+            subject: user.subject.clone(),
+            client_id: user.client_id.clone(),
+            user: Some(user),
             job: token_core::exchange::Exchanged {
                 token: Secret::new(JOB_TOKEN),
                 lifetime: ex.lifetime,

@@ -208,10 +208,16 @@ impl JobCache {
     }
 }
 
+/// A cached token, with what is left of its life as its lifetime (so that its expiry, now plus
+/// the lifetime, stays what it was).
 fn to_exchanged(e: &Entry) -> Exchanged {
+    let now = Timestamp::now().unix_seconds();
     Exchanged {
         token: Secret::new(e.token.clone()),
-        lifetime: e.lifetime.map(Duration::from_secs),
+        lifetime: e
+            .expires_at
+            .map(|x| Duration::from_secs(x.saturating_sub(now).max(0) as u64))
+            .or(e.lifetime.map(Duration::from_secs)),
         scope: e.scope.clone(),
         audience: e.audience.clone(),
     }
@@ -282,6 +288,11 @@ mod tests {
         assert_eq!((a.2, b.2), (From::Exchanged, From::Cache));
         assert_eq!(b.0.token.expose(), "tok-1");
         assert_eq!(b.1.as_deref(), Some("alice"));
+        let left = b.0.lifetime.unwrap().as_secs();
+        assert!(
+            (599..=600).contains(&left),
+            "a cached token keeps its expiry: {left}"
+        );
         assert_eq!(calls, 1);
         let mode = std::fs::metadata(c.dir().join("7-token.json"))
             .unwrap()

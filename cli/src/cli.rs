@@ -245,6 +245,20 @@ pub struct JobRenewerArgs {
     /// while a slurmstepd of the job runs on the node.
     #[arg(long, value_name = "PID")]
     pub watch_pid: Option<u32>,
+    /// Keep a job token (RFC 8693 token exchange of the user's token) in the file instead of the
+    /// user's token, and revoke the job tokens when the job ends (plugstack exchange=).
+    #[arg(long)]
+    pub exchange: bool,
+    /// With --exchange: the job token's audience.
+    #[arg(long, value_name = "URL", requires = "exchange")]
+    pub exchange_audience: Option<String>,
+    /// With --exchange: the job token's scopes (space-separated).
+    #[arg(long, value_name = "SCOPES", requires = "exchange")]
+    pub exchange_scope: Option<String>,
+    /// With --exchange: the longest a job token may live; each renewal also asks for no more
+    /// than the job's remaining time plus a margin.
+    #[arg(long, value_name = "SECONDS", requires = "exchange")]
+    pub exchange_max_lifetime: Option<u64>,
 }
 
 /// `ssh ...`.
@@ -545,6 +559,19 @@ pub struct TokenArgs {
     /// command fails (exit 5) rather than print a token that lapses sooner than asked.
     #[arg(long, value_name = "SECONDS")]
     pub min_valid: Option<u64>,
+    /// Print a narrow token for this audience instead of your own: your token is exchanged at
+    /// the identity provider (RFC 8693 token exchange) for one that only this API accepts.
+    /// The identity provider decides what it allows; no site policy is read here.
+    #[arg(long, value_name = "URL")]
+    pub audience: Option<String>,
+    /// With token exchange: only these scopes (space- or comma-separated). Giving --scope
+    /// alone exchanges for your provider's own audience with fewer scopes.
+    #[arg(long, value_name = "SCOPES")]
+    pub scope: Option<String>,
+    /// With token exchange: ask for a token that lives at most this many seconds (sent as
+    /// `requested_lifetime`; an identity provider may ignore it, which is then reported).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub lifetime: Option<u64>,
 }
 
 /// `logout`.

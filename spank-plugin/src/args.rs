@@ -21,6 +21,10 @@
 //! | `renewer=PATH` | `/usr/local/bin/qlam-auth` | absolute; the `qlam-auth` binary that runs the renewer |
 //! | `grants=GRANT[,GRANT...]` | `device_code,authorization_code` | the OAuth grants a user's config may use: machine grants (`client_credentials`, `token_exchange`) only where the site enables them |
 //! | `m2m_cache=PATH` | `/var/cache/qlam-auth/m2m` | absolute; root-only token caches of the site accounts, one directory per account (may be on a shared filesystem) |
+//! | `exchange=off\|preferred\|required` | off | give jobs a narrow token made by RFC 8693 token exchange of the user's (preferred: fall back to the user's token with a logged reason; required: or fail the job) |
+//! | `exchange_audience=A[,A...]` | the provider's audience | the audiences a job token may have; the first is the default |
+//! | `exchange_scope=S[,S...]` | the IdP decides | the scopes a job token may have (comma- or space-separated); all of them by default |
+//! | `exchange_max_lifetime=SECONDS` | none | the longest a job token may live (it never lives longer than the job's remaining time plus a margin) |
 //!
 //! Slurm runs `job_epilog` without `init`, so every hook parses the arguments again.
 //!
@@ -87,6 +91,8 @@ pub struct Args {
     pub inject: Option<bool>,
     /// The site file, once [`Args::apply_site`] loaded it.
     pub site: Option<token_core::site::Site>,
+    /// `exchange*=`: the site's policy for narrow job tokens.
+    pub exchange: token_core::exchange::Policy,
 }
 
 /// Default of `renewer`.
@@ -112,6 +118,7 @@ impl Default for Args {
             site_file: PathBuf::from(token_core::site::DEFAULT_SITE_FILE),
             inject: None,
             site: None,
+            exchange: token_core::exchange::Policy::default(),
         }
     }
 }
@@ -235,6 +242,41 @@ impl Args {
                 Ok(list) => self.grants = list,
                 Err(e) => return Err(self.fail_closed(format!("grants: {e}"))),
             },
+            "exchange" => match token_core::exchange::Mode::parse(value) {
+                Some(m) => self.exchange.mode = m,
+                None => {
+                    return Err(self.fail_closed(format!(
+                        "exchange: '{value}' is not one of off, preferred, required"
+                    )));
+                }
+            },
+            "exchange_audience" => {
+                let list: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if list.is_empty() || list.iter().any(|a| a.chars().any(char::is_whitespace)) {
+                    return Err(self.fail_closed(format!(
+                        "exchange_audience: '{value}' is not a comma-separated list of audiences"
+                    )));
+                }
+                self.exchange.audiences = list;
+            }
+            "exchange_scope" => {
+                let list = token_core::exchange::split_scopes(value);
+                if list.is_empty() {
+                    return Err(self.fail_closed("exchange_scope: empty list".to_owned()));
+                }
+                self.exchange.scopes = list;
+            }
+            "exchange_max_lifetime" => {
+                match seconds(value, Duration::from_secs(60), MAX_MIN_VALID) {
+                    Ok(d) => self.exchange.max_lifetime = Some(d),
+                    Err(e) => return Err(self.fail_closed(format!("exchange_max_lifetime: {e}"))),
+                }
+            }
             "issuers" => match parse_issuers(value) {
                 Ok(list) => self.issuers = Some(list),
                 Err(e) => return Err(self.fail_closed(format!("issuers: {e}"))),
@@ -243,7 +285,7 @@ impl Args {
                 return Err(format!(
                     "unknown argument '{key}' (known: min_valid, token_dir, env_token, ca_bundle, \
                      timeout, lock_timeout, issuers, grants, site, inject, m2m, m2m_cache, renew, renew_at, \
-                     renewer); ignored"
+                     renewer, exchange, exchange_audience, exchange_scope, exchange_max_lifetime); ignored"
                 ));
             }
         }
@@ -566,8 +608,33 @@ mod tests {
     }
 
     #[test]
+    fn exchange_policy() {
+        use token_core::exchange::Mode;
+        let (a, p) = parse(&[
+            "exchange=required",
+            "exchange_audience=https://a.example, https://b.example",
+            "exchange_scope=read write",
+            "exchange_max_lifetime=3600",
+        ]);
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(a.exchange.mode, Mode::Required);
+        assert_eq!(
+            a.exchange.audiences,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(a.exchange.scopes, ["read", "write"]);
+        assert_eq!(a.exchange.max_lifetime, Some(Duration::from_secs(3600)));
+        assert_eq!(parse(&[]).0.exchange.mode, Mode::Off);
+        assert_eq!(parse(&["exchange_scope=a,b"]).0.exchange.scopes, ["a", "b"]);
+    }
+
+    #[test]
     fn broken_security_settings_fail_closed() {
         for bad in [
+            "exchange=maybe",
+            "exchange_audience=,",
+            "exchange_scope=",
+            "exchange_max_lifetime=5",
             "issuers=http://plain.example",
             "issuers=",
             "issuers=https://",

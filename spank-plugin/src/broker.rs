@@ -18,7 +18,7 @@ use token_core::time::Timestamp;
 use token_core::{deliver, fsutil, jwt};
 
 use crate::args::Args;
-use crate::hooks::{Backend, Delivery, RenewerSpec, Request};
+use crate::hooks::{Backend, Delivery, Exchange, JobTokens, RenewerSpec, Request};
 
 /// The production [`Backend`].
 #[derive(Debug, Default, Clone, Copy)]
@@ -106,6 +106,21 @@ pub fn renewer_args(spec: &RenewerSpec, args: &Args) -> Vec<OsString> {
     for i in args.issuers.iter().flatten() {
         v.extend(["--issuer".into(), i.clone().into()]);
     }
+    if let Some(ex) = &spec.exchange {
+        v.push("--exchange".into());
+        if let Some(a) = &ex.audience {
+            v.extend(["--exchange-audience".into(), a.clone().into()]);
+        }
+        if let Some(s) = &ex.scope {
+            v.extend(["--exchange-scope".into(), s.clone().into()]);
+        }
+        if let Some(l) = ex.lifetime {
+            v.extend([
+                "--exchange-max-lifetime".into(),
+                l.as_secs().to_string().into(),
+            ]);
+        }
+    }
     v
 }
 
@@ -162,9 +177,15 @@ impl Backend for TokenCore {
     fn reuse_token(&self, file: &Path, min_valid: Duration) -> Option<Secret> {
         // Any problem (missing, unreadable, not a JWT, no exp) means "get a fresh one".
         let token = deliver::read_token_file(file).ok()??;
-        let exp = jwt::unverified_claims(token.expose())?
-            .get("exp")?
-            .as_i64()?;
+        // An exchanged (possibly opaque) token: its record beside it says when it expires.
+        let recorded = || {
+            let (dir, name) = (file.parent()?, file.file_name()?.to_str()?);
+            let meta = token_core::exchange::read_meta(dir, name)?;
+            meta.describes(&token).then_some(meta.expires_at).flatten()
+        };
+        let exp = jwt::unverified_claims(token.expose())
+            .and_then(|c| c.get("exp")?.as_i64())
+            .or_else(recorded)?;
         let min_valid = i64::try_from(min_valid.as_secs()).ok()?;
         (exp >= Timestamp::now().unix_seconds().saturating_add(min_valid)).then_some(token)
     }
@@ -177,6 +198,77 @@ impl Backend for TokenCore {
         // The `sub` claim: slurmd's log is no place for e-mail addresses.
         let subject = token_core::jwt::sub(got.access_token.expose()).or(got.subject.clone());
         Ok(delivery(got, subject))
+    }
+
+    fn exchange(
+        &self,
+        req: &Request<'_>,
+        ex: &token_core::exchange::Request,
+        job: u32,
+        file_name: &str,
+    ) -> Result<Exchange, String> {
+        let (broker, provider) = Self::broker(req)?;
+        let paths = QshPaths::resolve(req.home, req.env);
+        let opts = obtain_options(req.args);
+        let mut user = None;
+        let (token, subject, _) = token_core::jobcache::JobCache::new(&paths)
+            .get_or_exchange(
+                job,
+                file_name,
+                ex,
+                opts.min_valid,
+                opts.lock_timeout,
+                &mut || {
+                    let (u, x) = token_core::exchange::job_token(&broker, &opts, ex)?;
+                    // The `sub` claim: slurmd's log is no place for e-mail addresses.
+                    let subject =
+                        token_core::jwt::sub(u.access_token.expose()).or(u.subject.clone());
+                    user = Some(delivery(u, subject.clone()));
+                    Ok((x, subject))
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(Exchange {
+            user,
+            subject,
+            client_id: provider.client_id.clone(),
+            outlives: token.outlives(ex),
+            job: token,
+            provider,
+        })
+    }
+
+    fn write_meta(
+        &self,
+        dir: &Path,
+        file_name: &str,
+        meta: &token_core::exchange::Meta,
+    ) -> Result<(), String> {
+        token_core::exchange::write_meta(dir, file_name, meta).map_err(|e| e.to_string())
+    }
+
+    fn revoke(&self, tokens: &JobTokens, args: &Args, within: Duration) -> Result<usize, String> {
+        let Some(provider) = tokens.provider.clone() else {
+            return Ok(0);
+        };
+        let http = HttpSettings {
+            timeout: within,
+            connect_timeout: within.min(args.connect_timeout()),
+            ..http_settings(args)
+        };
+        let client: token_core::http::SharedHttp = std::sync::Arc::new(
+            token_core::http::UreqClient::new(&http).map_err(|e| e.to_string())?,
+        );
+        let oauth = token_core::oauth::OAuthClient::new(client, provider, within)
+            .with_deadline(Some(Instant::now() + within));
+        let mut revoked = 0;
+        for t in &tokens.tokens {
+            if !oauth.revoke(t, "access_token").map_err(|e| e.to_string())? {
+                return Ok(0);
+            }
+            revoked += 1;
+        }
+        Ok(revoked)
     }
 
     fn write_token(&self, dir: &Path, file_name: &str, token: &Secret) -> Result<PathBuf, String> {

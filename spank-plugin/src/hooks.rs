@@ -39,6 +39,10 @@ pub const ENV_BEARER_TOKEN_FILE: &str = "BEARER_TOKEN_FILE";
 pub const ENV_BEARER_TOKEN: &str = "BEARER_TOKEN";
 /// The access token itself (unless the site sets `env_token=no`).
 pub const ENV_ACCESS_TOKEN: &str = "QLAM_ACCESS_TOKEN";
+/// Submission environment: the audience a user asks of the job token (token exchange).
+pub const ENV_WANT_AUDIENCE: &str = "QLAM_AUTH_AUDIENCE";
+/// Submission environment: the scopes a user asks of the job token (space- or comma-separated).
+pub const ENV_WANT_SCOPE: &str = "QLAM_AUTH_SCOPE";
 
 /// Where the plugin is running (`spank_context()`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +198,53 @@ pub struct RenewerSpec {
     pub config_env: Vec<(String, String)>,
     /// The job's end (`SLURM_JOB_END_TIME`, Unix seconds), if known.
     pub end_time: Option<u64>,
+    /// With token exchange: what each renewal exchanges for (its lifetime is the site's
+    /// maximum; the renewer shortens it to the job's remaining time).
+    pub exchange: Option<token_core::exchange::Request>,
 }
+
+/// A job token obtained by token exchange, and what was used to get it.
+#[derive(Debug)]
+pub struct Exchange {
+    /// The user's token that was exchanged (its source, subject, client id, timings); `None`
+    /// when the job token came from the job's cache (another step or node exchanged it).
+    pub user: Option<Delivery>,
+    /// The user the job token is for (`sub`), if known.
+    pub subject: Option<String>,
+    /// The OAuth client that exchanged it.
+    pub client_id: String,
+    /// The job token.
+    pub job: token_core::exchange::Exchanged,
+    /// True when the IdP made it live longer than asked (or did not say how long).
+    pub outlives: bool,
+    /// The provider that issued it (for revocation at the job's end).
+    pub provider: token_core::config::ProviderConfig,
+}
+
+/// The job tokens this process delivered, revoked when the batch step ends.
+#[derive(Debug, Clone, Default)]
+pub struct JobTokens {
+    /// The provider that issued them.
+    pub provider: Option<token_core::config::ProviderConfig>,
+    /// The tokens.
+    pub tokens: Vec<Secret>,
+}
+
+impl PartialEq for JobTokens {
+    fn eq(&self, other: &Self) -> bool {
+        let key = |j: &JobTokens| {
+            (
+                j.provider
+                    .as_ref()
+                    .map(|p| (p.issuer.clone(), p.client_id.clone())),
+                j.tokens.iter().map(Secret::fingerprint).collect::<Vec<_>>(),
+            )
+        };
+        key(self) == key(other)
+    }
+}
+
+impl Eq for JobTokens {}
 
 /// What the policy needs from token-core. [`crate::broker::TokenCore`] implements it. Errors are
 /// actionable messages (they say what to do next) and never contain a secret.
@@ -228,6 +278,37 @@ pub trait Backend {
     /// The renewer's status of a token file (its `state` and `last_error`), if there is one.
     fn renewal_status(&self, _dir: &Path, _file_name: &str) -> Option<(String, Option<String>)> {
         None
+    }
+    /// The job token of job `job` for its token file `file_name`: from the job's cache in the
+    /// user's home if another step or node of the job got one, else the user's token (as
+    /// [`Backend::obtain`]) exchanged for one as `ex` asks (remote context, as the user).
+    fn exchange(
+        &self,
+        _req: &Request<'_>,
+        _ex: &token_core::exchange::Request,
+        _job: u32,
+        _file_name: &str,
+    ) -> Result<Exchange, String> {
+        Err("token exchange is not supported here".to_owned())
+    }
+    /// Records, beside the token file, what the exchanged token in it is (as the user).
+    fn write_meta(
+        &self,
+        _dir: &Path,
+        _file_name: &str,
+        _meta: &token_core::exchange::Meta,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    /// Revokes job tokens at their IdP (RFC 7009) within `within`; the number revoked, 0 if
+    /// the IdP offers no revocation (as root, in the batch step's `exit`).
+    fn revoke(
+        &self,
+        _tokens: &JobTokens,
+        _args: &Args,
+        _within: Duration,
+    ) -> Result<usize, String> {
+        Ok(0)
     }
     /// Reads a site service account's root-only file (remote context, as root).
     fn load_site_account(
@@ -284,6 +365,8 @@ pub struct State {
     pub option_from_callback: Option<Option<String>>,
     /// A site service account's token, waiting for `user_init`.
     pub site_token: Option<SiteToken>,
+    /// Job tokens delivered by this process (token exchange), revoked by `exit`.
+    pub job_tokens: JobTokens,
 }
 
 impl State {
@@ -294,6 +377,10 @@ impl State {
             job_dir: None,
             option_from_callback: None,
             site_token: None,
+            job_tokens: JobTokens {
+                provider: None,
+                tokens: Vec::new(),
+            },
         }
     }
 
@@ -519,6 +606,11 @@ fn submit_check(
         host.log(Level::Error, &msg);
         return Verdict::Fail;
     }
+    // A job token beyond the site's policy is refused here, before the job exists.
+    if let Err(msg) = exchange_request(&*host, &args, None) {
+        host.log(Level::Error, &format!("this job cannot get a token: {msg}"));
+        return Verdict::Fail;
+    }
     let env = |name: &str| host.getenv(name);
     let request = Request {
         home: &home,
@@ -624,10 +716,56 @@ pub fn user_init(
     Verdict::Continue
 }
 
+/// What the user asks of the job token (`QLAM_AUTH_AUDIENCE`, `QLAM_AUTH_SCOPE` in the
+/// submission environment), within the site's policy: `None` when the site does not exchange
+/// tokens. `needed` is how long the job still needs a token. Asking for more than the site
+/// allows, or for a narrow token where the site makes none, is an error that says what to do.
+pub fn exchange_request(
+    host: &dyn Host,
+    args: &Args,
+    needed: Option<Duration>,
+) -> Result<Option<token_core::exchange::Request>, String> {
+    let want = |k: &str| host.getenv(k).filter(|v| !v.trim().is_empty());
+    let (audience, scope) = (want(ENV_WANT_AUDIENCE), want(ENV_WANT_SCOPE));
+    if args.exchange.mode == token_core::exchange::Mode::Off {
+        if audience.is_some() || scope.is_some() {
+            return Err(format!(
+                "{ENV_WANT_AUDIENCE}/{ENV_WANT_SCOPE} ask for a narrow job token, but this \
+                 cluster does not make them (plugstack exchange=off): unset them, or ask your \
+                 site admins"
+            ));
+        }
+        return Ok(None);
+    }
+    args.exchange
+        .resolve(audience.as_deref(), scope.as_deref(), needed)
+        .map(Some)
+        .map_err(|m| format!("{m} ({ENV_WANT_AUDIENCE}, {ENV_WANT_SCOPE})"))
+}
+
+/// The margin beyond the job's end of a job token's lifetime: [`END_TIME_MARGIN`] and half a
+/// minute more, so that a later step, which needs the token until the end plus
+/// [`END_TIME_MARGIN`], still reuses it.
+pub const EXCHANGE_MARGIN: Duration = Duration::from_secs(END_TIME_MARGIN.as_secs() + 30);
+
+/// How long this job still needs a token: until its end (`SLURM_JOB_END_TIME`) plus
+/// [`EXCHANGE_MARGIN`].
+fn job_remaining(host: &dyn Host) -> Option<Duration> {
+    let end = host
+        .getenv("SLURM_JOB_END_TIME")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|e| *e > 0)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Some(Duration::from_secs(end.saturating_sub(now)) + EXCHANGE_MARGIN)
+}
+
 fn deliver(
     host: &mut dyn Host,
     backend: &dyn Backend,
-    state: &State,
+    state: &mut State,
     args: &Args,
     req: &Requested,
 ) -> Result<(), String> {
@@ -665,11 +803,21 @@ fn deliver(
         return Ok(());
     }
     let args = &needed_validity(&*host, args);
+    let exchange = exchange_request(&*host, args, job_remaining(&*host))?;
 
     if let Some(token) = backend.reuse_token(&dir.join(&file_name), args.min_valid) {
         let path = dir.join(&file_name);
         export(host, args, &path, &token)?;
-        renewal(host, backend, args, &dir, &file_name, req, uid);
+        renewal(
+            host,
+            backend,
+            args,
+            &dir,
+            &file_name,
+            req,
+            uid,
+            exchange.as_ref(),
+        );
         host.log(
             Level::Info,
             &format!(
@@ -692,6 +840,26 @@ fn deliver(
         context: req.context.as_deref(),
         args,
     };
+    if let Some(ex) = &exchange {
+        match backend.exchange(&request, ex, job, &file_name) {
+            Ok(x) => {
+                return deliver_exchanged(host, backend, state, args, req, &dir, x, ex, started);
+            }
+            Err(msg) if args.exchange.mode == token_core::exchange::Mode::Required => {
+                return Err(format!(
+                    "this job could not get its job token (token exchange is required on this \
+                     cluster): {msg}"
+                ));
+            }
+            Err(msg) => host.log(
+                Level::Error,
+                &format!(
+                    "job={job}: token exchange failed ({msg}); the job gets the user's own \
+                     token (exchange=preferred)"
+                ),
+            ),
+        }
+    }
     let got = backend
         .obtain(&request)
         .map_err(|msg| format!("this job could not get a token: {msg}"))?;
@@ -699,7 +867,7 @@ fn deliver(
         .write_token(&dir, &file_name, &got.token)
         .map_err(|msg| format!("could not write the job's token file: {msg}"))?;
     export(host, args, &path, &got.token)?;
-    renewal(host, backend, args, &dir, &file_name, req, uid);
+    renewal(host, backend, args, &dir, &file_name, req, uid, None);
     let expires_in = got
         .expires_in
         .map_or_else(|| "-".to_owned(), |s| s.to_string());
@@ -734,12 +902,84 @@ fn deliver(
     Ok(())
 }
 
+/// Writes and exports an exchanged job token, starts its renewer, logs the audit line (job,
+/// subject, client id, audience, fingerprints; never a token) and keeps the token for `exit`.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+fn deliver_exchanged(
+    host: &mut dyn Host,
+    backend: &dyn Backend,
+    state: &mut State,
+    args: &Args,
+    req: &Requested,
+    dir: &Path,
+    x: Exchange,
+    ex: &token_core::exchange::Request,
+    started: Instant,
+) -> Result<(), String> {
+    let (job, uid) = (host.job_id().unwrap_or(0), host.job_uid().unwrap_or(0));
+    let file_name = req.file_name();
+    let path = backend
+        .write_token(dir, &file_name, &x.job.token)
+        .map_err(|msg| format!("could not write the job's token file: {msg}"))?;
+    let meta = token_core::exchange::Meta::of(&x.job, token_core::time::Timestamp::now());
+    if let Err(msg) = backend.write_meta(dir, &file_name, &meta) {
+        host.log(Level::Error, &format!("job={job}: could not record the job token's expiry ({msg}); later steps exchange again"));
+    }
+    export(host, args, &path, &x.job.token)?;
+    state.job_tokens.provider = Some(x.provider);
+    state.job_tokens.tokens.push(x.job.token.clone());
+    renewal(host, backend, args, dir, &file_name, req, uid, Some(ex));
+    let (user_token, user_source, lock_wait) = match &x.user {
+        Some(u) => (u.token.fingerprint(), u.source, u.lock_wait.as_millis()),
+        None => ("-".to_owned(), "job_cache", 0),
+    };
+    host.log(
+        Level::Info,
+        &format!(
+            "job={job} step={} uid={uid} token={} exchanged={} subject={} client_id={} \
+             audience={} scope={} expires_in_s={} user_token={user_token} \
+             user_source={user_source} lock_wait_ms={lock_wait} elapsed_ms={}",
+            step_name(host.step_id()),
+            x.job.token.fingerprint(),
+            if x.user.is_some() { "yes" } else { "cached" },
+            x.subject.as_deref().unwrap_or("-"),
+            x.client_id,
+            x.job.audience.as_deref().unwrap_or("-"),
+            x.job
+                .scope
+                .as_deref()
+                .map_or("-".to_owned(), |s| s.replace(' ', ",")),
+            x.job
+                .lifetime
+                .map_or("-".to_owned(), |l| l.as_secs().to_string()),
+            started.elapsed().as_millis(),
+        ),
+    );
+    if x.outlives {
+        host.log(
+            Level::Error,
+            &format!(
+                "job={job}: the identity provider issued a job token that lives {} s, longer \
+                 than the {} s asked for (it ignores requested_lifetime)",
+                x.job
+                    .lifetime
+                    .map_or("an unknown number of".to_owned(), |l| l
+                        .as_secs()
+                        .to_string()),
+                ex.lifetime.map_or(0, |l| l.as_secs())
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// Environment variable naming the renewer's status file (beside the token file).
 pub const ENV_STATUS_FILE: &str = "QLAM_TOKEN_STATUS_FILE";
 
 /// Keeps the token file valid while the job runs: starts its renewer unless the site turned
 /// renewal off or one already runs for this file on this node. A problem here is logged and
 /// never fails the job: the token just delivered is valid for `min_valid`.
+#[allow(clippy::too_many_arguments)] // internal; each is one distinct input
 fn renewal(
     host: &mut dyn Host,
     backend: &dyn Backend,
@@ -748,6 +988,7 @@ fn renewal(
     file_name: &str,
     req: &Requested,
     uid: u32,
+    exchange: Option<&token_core::exchange::Request>,
 ) {
     if !args.renew {
         let _ = host.unsetenv(ENV_STATUS_FILE);
@@ -782,6 +1023,11 @@ fn renewal(
             .getenv("SLURM_JOB_END_TIME")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .filter(|e| *e > 0),
+        // Each renewal asks for the site's maximum, shortened to what is left of the job.
+        exchange: exchange.map(|ex| token_core::exchange::Request {
+            lifetime: args.exchange.max_lifetime,
+            ..ex.clone()
+        }),
     };
     let status = dir.join(token_core::renew::status_file_name(file_name));
     if let Some(p) = status.to_str() {
@@ -928,8 +1174,36 @@ pub fn exit(host: &mut dyn Host, backend: &dyn Backend, state: &State, argv: &[S
     }
     if let Some(job) = host.job_id() {
         remove(host, backend, &args, job);
+        revoke(host, backend, state, &args, job);
     }
     Verdict::Continue
+}
+
+/// The longest the batch step's `exit` spends revoking job tokens.
+pub const REVOKE_WITHIN: Duration = Duration::from_secs(5);
+
+/// Revokes the job tokens this process delivered (RFC 7009): best effort, bounded by
+/// [`REVOKE_WITHIN`] (and `timeout=`), logged, never failing the hook.
+fn revoke(host: &dyn Host, backend: &dyn Backend, state: &State, args: &Args, job: u32) {
+    let jt = &state.job_tokens;
+    if jt.tokens.is_empty() {
+        return;
+    }
+    let fps: Vec<String> = jt.tokens.iter().map(Secret::fingerprint).collect();
+    match backend.revoke(jt, args, REVOKE_WITHIN.min(args.timeout)) {
+        Ok(0) => host.log(
+            Level::Info,
+            &format!("job={job}: the identity provider offers no revocation; job token(s) {} expire at their end", fps.join(",")),
+        ),
+        Ok(n) => host.log(
+            Level::Info,
+            &format!("job={job} revoked {n} job token(s): {}", fps.join(",")),
+        ),
+        Err(msg) => host.log(
+            Level::Error,
+            &format!("job={job}: could not revoke job token(s) {} ({msg}); they expire at their end", fps.join(",")),
+        ),
+    }
 }
 
 fn remove(host: &dyn Host, backend: &dyn Backend, args: &Args, job: u32) {

@@ -31,6 +31,10 @@
 #   r  renewal while jobs run, with 60 s tokens: a 150 s job's token file always works, five
 #      jobs cost what one costs, scancel leaves nothing behind, a revoked login is reported in the
 #      status file and slurmd's log without failing the job (tests/e2e/case_renew.sh)
+#   x  per-job tokens (plugstack exchange=): exact audience and scope, capped lifetime, revoked
+#      after the job, scope beyond the site's refused at submission, an IdP without the grant,
+#      a 20-task array with an expired login, no exchanged token in any log
+#      (tests/e2e/case_exchange.sh)
 #
 # Prints `e2e: N passed, N failed`; exits 1 if anything failed. Everything it starts (IdP,
 # Slurm daemons, plugin) is stopped/removed on exit, also after a failure or Ctrl-C.
@@ -663,6 +667,9 @@ if skipped m; then echo "--- m: skipped (E2E_SKIP)"; else . "$here/case_m2m.sh";
 
 # --- r: renewal while jobs run (tests/e2e/case_renew.sh) ----------------------------------------
 if skipped r; then echo "--- r: skipped (E2E_SKIP)"; else . "$here/case_renew.sh"; fi
+
+# --- x: per-job tokens by token exchange (tests/e2e/case_exchange.sh) ---------------------------
+if skipped x; then echo "--- x: skipped (E2E_SKIP)"; else . "$here/case_exchange.sh"; fi
 
 echo
 echo "timing: build $((t_build / 1000)) s, setup $(((t_cases - t_after_build) / 1000)) s," \

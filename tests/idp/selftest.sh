@@ -303,5 +303,12 @@ expect "$T/cc-opaque.json" "d.expires_in === 7 && d.access_token.split('.').leng
 "${C[@]}" -u qlam-introspect:introspect-secret "$ISSUER/token/introspection" --data-urlencode "token=$(j "$T/cc-opaque.json" d.access_token)" >"$T/i-opaque.json"
 expect "$T/i-opaque.json" "d.active === true && d.aud === '$API' && d.client_id === 'qlam-m2m'" "opaque access token introspects as active for the API"
 "$HERE/stop.sh" "$DIR"
+ISSUER="$(IDP_TOKEN_EXCHANGE=off "$HERE/start.sh" "$DIR")"
+"${C[@]}" "$ISSUER/.well-known/openid-configuration" >"$T/disc-nox.json"
+expect "$T/disc-nox.json" "!d.grant_types_supported.includes('urn:ietf:params:oauth:grant-type:token-exchange')" "IDP_TOKEN_EXCHANGE=off: the grant is not in discovery"
+"${C[@]}" "$ISSUER/token" -d client_id=qlam-cli -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
+  -d subject_token=x -d subject_token_type=urn:ietf:params:oauth:token-type:access_token >"$T/te-nox.json" || true
+expect "$T/te-nox.json" "d.error === 'unsupported_grant_type'" "IDP_TOKEN_EXCHANGE=off: unsupported_grant_type"
+"$HERE/stop.sh" "$DIR"
 
 echo "$PASSED passed, 0 failed"

@@ -93,8 +93,21 @@ if (!['jwt', 'opaque'].includes(AT_FORMAT)) {
   process.exit(2);
 }
 
+// Token exchange (RFC 8693) for the user's client: IDP_TOKEN_EXCHANGE=off leaves the grant out
+// (an IdP without it: `unsupported_grant_type`, and it is not in grant_types_supported).
+const TOKEN_EXCHANGE = (process.env.IDP_TOKEN_EXCHANGE || 'on') !== 'off';
+// Longest lifetime of an exchanged token (seconds); a shorter `requested_lifetime` is honoured.
+const EXCHANGE_TTL = envInt('IDP_EXCHANGE_TTL', 3600);
+
 // The API (resource server) that access tokens are for, and the default resource.
 const API = 'https://slurm.example/api';
+// A second resource server, reachable only through token exchange (a job's storage token).
+const STORAGE = 'https://storage.example/data';
+// The audiences an exchanged token may have, and the scopes each allows (IdP-side policy).
+const EXCHANGE_AUDIENCES = {
+  [API]: ['openid', 'email', 'profile'],
+  [STORAGE]: ['storage.read', 'storage.write'],
+};
 // Scopes an API access token may carry, as Auth0 puts them in `scope`. `organization:<x>`
 // scopes (QLAM Core adds organization:<tenant>) are accepted dynamically, see apiScopes().
 const API_BASE_SCOPES = ['openid', 'email', 'profile', 'offline_access'];
@@ -253,6 +266,9 @@ async function getResourceServerInfo(ctx, resourceIndicator) {
 // Provider configuration
 // ---------------------------------------------------------------------------------------------
 
+const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+
 const CLI_REDIRECTS = [
   'http://127.0.0.1/callback', // any port: loopback redirect of a native client, RFC 8252
   'http://[::1]/callback',
@@ -267,7 +283,10 @@ const configuration = {
       client_id: 'qlam-cli',
       application_type: 'native', // loopback redirect URIs match on any port only for native clients
       token_endpoint_auth_method: 'none',
-      grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token', 'authorization_code'],
+      grant_types: [
+        'urn:ietf:params:oauth:grant-type:device_code', 'refresh_token', 'authorization_code',
+        ...(TOKEN_EXCHANGE ? [TOKEN_EXCHANGE_GRANT] : []),
+      ],
       response_types: ['code'],
       redirect_uris: CLI_REDIRECTS,
     },
@@ -390,6 +409,11 @@ const bump = (obj, key) => { obj[key] = (obj[key] || 0) + 1; };
 // Pending fault: { mode, remaining, retry_after, status, endpoint }.
 let fault = null;
 
+// POST /_test/exchange {"enabled": false} makes the token endpoint answer token-exchange
+// requests exactly as an IdP without the grant does (400 unsupported_grant_type), without a
+// restart; {"enabled": true} restores it. IDP_TOKEN_EXCHANGE=off leaves the grant out entirely.
+let exchangeEnabled = true;
+
 // device_code -> { interval (s), last (ms epoch of the last poll), done, expires }.
 const devicePolls = new Map();
 
@@ -491,6 +515,14 @@ function testControlApi(provider) {
           ctx.body = { ok: true, pending_fault: fault };
           return undefined;
         }
+        case 'POST /_test/exchange': {
+          const body = await readJson(ctx);
+          if (typeof body.enabled !== 'boolean') throw new Error('enabled (boolean) required');
+          exchangeEnabled = body.enabled;
+          log(`test: token exchange ${exchangeEnabled ? 'enabled' : 'disabled'}`);
+          ctx.body = { ok: true, enabled: exchangeEnabled };
+          return undefined;
+        }
         case 'POST /_test/revoke': {
           const body = await readJson(ctx);
           if (typeof body.sub !== 'string' || !body.sub) throw new Error('sub (string) required');
@@ -507,7 +539,7 @@ function testControlApi(provider) {
         }
         default:
           ctx.status = 404;
-          ctx.body = { error: 'not_found', routes: ['GET /_test/stats', 'POST /_test/reset', 'POST /_test/fault', 'POST /_test/revoke'] };
+          ctx.body = { error: 'not_found', routes: ['GET /_test/stats', 'POST /_test/reset', 'POST /_test/fault', 'POST /_test/revoke', 'POST /_test/exchange', 'GET /_test/resource'] };
           return undefined;
       }
     } catch (err) {
@@ -589,6 +621,14 @@ function oauthFront() {
       stats.token_requests_total += 1;
       bump(stats.token_requests, grant);
       if (await injectFault(ctx)) return;
+      if (grant === 'token-exchange' && (!TOKEN_EXCHANGE || !exchangeEnabled)) {
+        ctx.status = 400;
+        ctx.set('cache-control', 'no-store');
+        ctx.body = { error: 'unsupported_grant_type', error_description: 'unsupported grant_type requested' };
+        bump(stats.errors, 'unsupported_grant_type');
+        bump(stats.errors_by_grant[grant] ||= {}, 'unsupported_grant_type');
+        return;
+      }
 
       // slow_down for device-code polls that come too fast.
       const deviceCode = grant === 'device_code' ? form?.get('device_code') : undefined;
@@ -682,6 +722,38 @@ function oauthFront() {
 // opaque tokens without audience; Auth0 also answers for API tokens that carry `openid`.
 // Verifies the ES256 signature, issuer, audience and expiry, then returns the user's claims
 // (email with scope email, name with scope profile).
+// Verifies one of our ES256 JWT access tokens for the API: signature, issuer, audience, expiry.
+// Returns its claims, or a string saying why not.
+function verifyApiJwt(token, issuer) {
+  const m = /^([\w-]+)\.([\w-]+)\.([\w-]+)$/.exec(token || '');
+  if (!m) return 'malformed token';
+  let header;
+  let claims;
+  try {
+    header = JSON.parse(Buffer.from(m[1], 'base64url'));
+    claims = JSON.parse(Buffer.from(m[2], 'base64url'));
+  } catch {
+    return 'malformed token';
+  }
+  if (header.alg !== 'ES256' || header.kid !== ecKey.kid) return 'unknown signing key';
+  const ok = crypto.verify(
+    'sha256',
+    Buffer.from(`${m[1]}.${m[2]}`),
+    { key: ecKey.publicKey, dsaEncoding: 'ieee-p1363' },
+    Buffer.from(m[3], 'base64url'),
+  );
+  if (!ok) return 'bad signature';
+  const aud = [].concat(claims.aud);
+  if (claims.iss !== issuer || !aud.includes(API)) return 'wrong issuer or audience';
+  if (typeof claims.exp !== 'number' || claims.exp <= Math.floor(Date.now() / 1000)) return 'token expired';
+  return claims;
+}
+
+// Userinfo for JWT access tokens of the API. oidc-provider only answers userinfo for its own
+// opaque tokens without audience; Auth0 also answers for API tokens that carry `openid`.
+// Verifies the ES256 signature, issuer, audience and expiry, then returns the user's claims
+// (email with scope email, name with scope profile).
+// An opaque API token that carries `openid` is answered too (IDP_ACCESS_TOKEN_FORMAT=opaque).
 function userinfoForApiJwt(issuer, provider) {
   const answer = (ctx, sub, scopes) => {
     const all = accountClaims(sub);
@@ -694,7 +766,7 @@ function userinfoForApiJwt(issuer, provider) {
   };
   return async (ctx, next) => {
     if (ctx.path !== '/me' || !['GET', 'POST'].includes(ctx.method)) return next();
-    const m = /^Bearer\s+([\w-]+)\.([\w-]+)\.([\w-]+)$/i.exec(ctx.get('authorization'));
+    const m = /^Bearer\s+([\w-]+\.[\w-]+\.[\w-]+)$/i.exec(ctx.get('authorization'));
     if (!m) {
       // An opaque API token (IDP_ACCESS_TOKEN_FORMAT=opaque) that carries `openid`: answered as
       // Auth0 does; oidc-provider itself answers only for tokens without a resource.
@@ -710,34 +782,108 @@ function userinfoForApiJwt(issuer, provider) {
       ctx.set('www-authenticate', `Bearer error="invalid_token", error_description="${desc}"`);
       ctx.body = { error: 'invalid_token', error_description: desc };
     };
-    let header;
-    let claims;
-    try {
-      header = JSON.parse(Buffer.from(m[1], 'base64url'));
-      claims = JSON.parse(Buffer.from(m[2], 'base64url'));
-    } catch {
-      return fail('malformed token');
-    }
-    if (header.alg !== 'ES256' || header.kid !== ecKey.kid) return fail('unknown signing key');
-    const ok = crypto.verify(
-      'sha256',
-      Buffer.from(`${m[1]}.${m[2]}`),
-      { key: ecKey.publicKey, dsaEncoding: 'ieee-p1363' },
-      Buffer.from(m[3], 'base64url'),
-    );
-    if (!ok) return fail('bad signature');
-    const aud = [].concat(claims.aud);
-    if (claims.iss !== issuer || !aud.includes(API)) return fail('wrong issuer or audience');
-    if (typeof claims.exp !== 'number' || claims.exp <= Math.floor(Date.now() / 1000)) return fail('token expired');
+    const claims = verifyApiJwt(m[1], issuer);
+    if (typeof claims === 'string') return fail(claims);
     const scopes = new Set(String(claims.scope || '').split(' '));
     if (!scopes.has('openid') || !USERS.has(claims.sub)) return fail('token not valid for userinfo');
-    const all = accountClaims(claims.sub);
+    answer(ctx, claims.sub, scopes);
+    return undefined;
+  };
+}
+
+// The user behind an access token presented as a subject token or to a resource: one of our
+// JWTs for the API, or an opaque access token this server issued (exchanged ones included).
+// Returns { sub, scope, aud: [..], exchanged } or a string saying why not.
+async function accessTokenInfo(provider, token, issuer) {
+  if (typeof token !== 'string' || !token) return 'no token';
+  if (token.includes('.')) {
+    const claims = verifyApiJwt(token, issuer);
+    if (typeof claims === 'string') return claims;
+    return { sub: claims.sub, scope: String(claims.scope || ''), aud: [].concat(claims.aud), exchanged: false };
+  }
+  const at = await provider.AccessToken.find(token);
+  if (!at?.isValid) return 'unknown, expired or revoked token';
+  return {
+    sub: at.accountId,
+    scope: at.scope || '',
+    aud: [].concat(at.aud || []),
+    exchanged: at.gty === 'token_exchange',
+  };
+}
+
+// RFC 8693 token exchange for the user's client: trades the user's access token (the subject)
+// for an opaque access token (revocable, introspectable) for one allowed audience, with scopes
+// that audience allows, living at most EXCHANGE_TTL and at most `requested_lifetime` seconds
+// (a qlam-auth extension parameter; RFC 8693 has none). Not bound to the user's grant, so
+// revoking it leaves the user's login alone.
+function tokenExchangeHandler(issuer) {
+  return async (ctx) => {
+    const { params, client, provider } = ctx.oidc;
+    const fail = (error, description) => {
+      ctx.status = 400;
+      ctx.set('cache-control', 'no-store');
+      ctx.body = { error, error_description: description };
+    };
+    if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+      return fail('invalid_request', `subject_token_type must be ${ACCESS_TOKEN_TYPE}`);
+    }
+    if (params.requested_token_type && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+      return fail('invalid_request', `requested_token_type must be ${ACCESS_TOKEN_TYPE}`);
+    }
+    if (params.actor_token) return fail('invalid_request', 'actor tokens are not supported');
+    const subject = await accessTokenInfo(provider, params.subject_token, issuer);
+    if (typeof subject === 'string') return fail('invalid_grant', `subject_token: ${subject}`);
+    if (subject.exchanged) return fail('invalid_grant', 'an exchanged token cannot be exchanged again');
+    const audience = params.resource || params.audience || API;
+    const allowed = EXCHANGE_AUDIENCES[audience];
+    if (Array.isArray(audience) || !allowed) return fail('invalid_target', 'audience not allowed for token exchange');
+    const requested = params.scope ? params.scope.split(' ').filter(Boolean) : allowed;
+    const refused = requested.filter((s) => !allowed.includes(s));
+    if (refused.length) return fail('invalid_scope', `scope not allowed for this audience: ${refused.join(' ')}`);
+    let ttl = EXCHANGE_TTL;
+    if (params.requested_lifetime !== undefined) {
+      const want = Number(params.requested_lifetime);
+      if (!Number.isInteger(want) || want <= 0) return fail('invalid_request', 'requested_lifetime must be a positive integer');
+      ttl = Math.min(ttl, want);
+    }
+    const token = new provider.AccessToken({
+      accountId: subject.sub,
+      client,
+      scope: requested.join(' '),
+      aud: audience,
+      gty: 'token_exchange',
+      expiresIn: ttl,
+    });
+    const value = await token.save();
+    log(`token exchange: sub=${subject.sub} client=${client.clientId} aud=${audience} scope="${token.scope}" ttl=${ttl}`);
     ctx.set('cache-control', 'no-store');
     ctx.body = {
-      sub: all.sub,
-      ...(scopes.has('email') ? { email: all.email, email_verified: all.email_verified } : {}),
-      ...(scopes.has('profile') ? { name: all.name, preferred_username: all.preferred_username } : {}),
+      access_token: value,
+      issued_token_type: ACCESS_TOKEN_TYPE,
+      token_type: 'Bearer',
+      expires_in: token.expiration,
+      scope: token.scope,
     };
+    return undefined;
+  };
+}
+
+// TEST RESOURCE SERVER, loopback test server only: GET /_test/resource?audience=A with
+// `Authorization: Bearer T` answers 200 {sub, scope} when T is valid and for audience A, 401
+// otherwise: what an API that checks the audience of the tokens it is given does.
+function testResource(provider, issuer) {
+  return async (ctx, next) => {
+    if (ctx.path !== '/_test/resource' || ctx.method !== 'GET') return next();
+    ctx.set('cache-control', 'no-store');
+    const audience = ctx.query.audience || API;
+    const m = /^Bearer\s+(\S+)$/i.exec(ctx.get('authorization'));
+    const info = m ? await accessTokenInfo(provider, m[1], issuer) : 'no bearer token';
+    if (typeof info === 'string' || !info.aud.includes(audience)) {
+      ctx.status = 401;
+      ctx.body = { error: 'invalid_token', error_description: typeof info === 'string' ? info : 'token not for this audience' };
+      return undefined;
+    }
+    ctx.body = { sub: info.sub, scope: info.scope, aud: info.aud };
     return undefined;
   };
 }
@@ -873,7 +1019,15 @@ server.listen(Number(argv.port), '127.0.0.1', () => {
   });
   provider.on('grant.revoked', (_ctx, grantId) => log('grant.revoked', grantId));
 
+  if (TOKEN_EXCHANGE) {
+    provider.registerGrantType(TOKEN_EXCHANGE_GRANT, tokenExchangeHandler(issuer), [
+      'subject_token', 'subject_token_type', 'requested_token_type', 'resource', 'audience',
+      'scope', 'requested_lifetime', 'actor_token', 'actor_token_type',
+    ]);
+  }
+
   // Order matters: each use() goes in front of oidc-provider's own routes.
+  provider.use(testResource(provider, issuer));
   provider.use(testControlApi(provider));
   provider.use(oauthFront());
   provider.use(userinfoForApiJwt(issuer, provider));
@@ -885,7 +1039,7 @@ server.listen(Number(argv.port), '127.0.0.1', () => {
   const tmp = path.join(STATE_DIR, `ready.json.${process.pid}.tmp`);
   fs.writeFileSync(tmp, `${JSON.stringify(ready)}\n`);
   fs.renameSync(tmp, path.join(STATE_DIR, 'ready.json'));
-  log(`listening: ${issuer} (pid ${process.pid}, access token format ${AT_FORMAT})`);
+  log(`listening: ${issuer} (pid ${process.pid}, access token format ${AT_FORMAT}, token exchange ${TOKEN_EXCHANGE ? 'on' : 'off'})`);
 });
 
 server.on('error', (err) => {

@@ -7,7 +7,8 @@
 //!   rotation, client credentials, token exchange, revocation) over [`http`], a blocking client
 //!   that never starts a thread.
 //! * [`broker`] is the single-flight "give me a valid access token" that every front end uses.
-//! * [`deliver`] writes tokens into private per-job files.
+//! * [`deliver`] writes tokens into private per-job files; [`exchange`] is the site policy for
+//!   narrow per-job tokens (RFC 8693 token exchange).
 //! * [`site`] is the site file (`/etc/qlam-auth/site.json`): default contexts, allowed issuers,
 //!   automatic injection.
 //! * [`m2m`], [`budget`], [`assertion`] and [`tokensource`]: machine-to-machine tokens (settings,
@@ -23,9 +24,11 @@ pub mod budget;
 pub mod config;
 pub mod deliver;
 mod error;
+pub mod exchange;
 pub mod faultpoint;
 pub mod fsutil;
 pub mod http;
+pub mod jobcache;
 pub mod jwt;
 pub mod lock;
 pub mod logsafe;

@@ -14,12 +14,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
-use token_core::broker::{Broker, ObtainOptions};
+use token_core::broker::{Broker, ObtainOptions, Obtained, Source};
 use token_core::config::Config;
 use token_core::http::HttpSettings;
+use token_core::jobcache::{From as CacheFrom, JobCache};
 use token_core::paths::QshPaths;
 use token_core::renew::{Ended, RenewerConfig};
+use token_core::secret::Secret;
 use token_core::time::Timestamp;
+use token_core::{deliver, exchange};
 
 /// How long past the job's end time the renewer may still run (Slurm's own grace periods).
 const END_MARGIN_SECS: i64 = 300;
@@ -44,7 +47,7 @@ pub fn run(a: &JobRenewerArgs) -> Result<(), Failure> {
         ca_bundle: a.ca_bundle.clone(),
         allowed_issuers: (!a.issuers.is_empty()).then(|| a.issuers.clone()),
     };
-    let mut obtain = |min_valid: Duration| {
+    let broker_now = || -> token_core::Result<Broker> {
         // The site file is read again each time, as the plugin does in every hook.
         let site = match &a.site_file {
             Some(f) => token_core::site::Site::load(f)?,
@@ -52,9 +55,24 @@ pub fn run(a: &JobRenewerArgs) -> Result<(), Failure> {
         };
         let config = Config::load_with_site(&paths, site)?;
         let provider = config.provider_with_env(a.context.as_deref(), &env)?;
-        let broker = Broker::new(&paths, provider, &http)?
-            .with_deadline(Instant::now() + Duration::from_secs(a.timeout));
-        broker.obtain(&ObtainOptions {
+        Ok(Broker::new(&paths, provider, &http)?
+            .with_deadline(Instant::now() + Duration::from_secs(a.timeout)))
+    };
+    // With token exchange: every job token this renewer saw, revoked when the job ends.
+    let mut job_tokens: Vec<Secret> = Vec::new();
+    if a.exchange
+        && let Some(t) = deliver::read_token_file(&a.dir.join(&a.file))
+            .ok()
+            .flatten()
+        && exchange::read_meta(&a.dir, &a.file).is_some_and(|m| m.describes(&t))
+    {
+        job_tokens.push(t);
+    }
+    let mut obtain = |min_valid: Duration| {
+        if a.exchange {
+            return renew_job_token(a, &broker_now()?, min_valid, &mut job_tokens);
+        }
+        broker_now()?.obtain(&ObtainOptions {
             min_valid,
             lock_timeout: Duration::from_secs(a.lock_timeout),
         })
@@ -78,7 +96,14 @@ pub fn run(a: &JobRenewerArgs) -> Result<(), Failure> {
                 None => job_runs_here(job),
             }
     };
-    match token_core::renew::run(&cfg, &mut obtain, &alive, &stop)? {
+    let ended = token_core::renew::run(&cfg, &mut obtain, &alive, &stop);
+    if a.exchange && ended.as_ref().is_ok_and(|e| *e != Ended::AlreadyRunning) {
+        revoke_job_tokens(job, &broker_now, &job_tokens);
+        if let Err(e) = JobCache::new(&paths).remove(job, &a.file) {
+            log::warn!(target: "qlam_auth", "job {job}: could not remove the job's cache entry ({e})");
+        }
+    }
+    match ended? {
         Ended::AlreadyRunning => {
             log::info!(target: "qlam_auth", "a renewer already runs for {}", a.dir.join(&a.file).display())
         }
@@ -88,6 +113,131 @@ pub fn run(a: &JobRenewerArgs) -> Result<(), Failure> {
         Ended::Stopped => log::info!(target: "qlam_auth", "stopped by a signal"),
     }
     Ok(())
+}
+
+/// A job token lives at most until the job's end plus this (the plugin's `EXCHANGE_MARGIN`).
+const EXCHANGE_MARGIN_SECS: u64 = 150;
+
+/// The longest the renewer spends revoking job tokens when the job has ended.
+const REVOKE_WITHIN: Duration = Duration::from_secs(5);
+
+/// With token exchange: the job token in the file while it is valid for `min_valid`, else a new
+/// one (the user's fresh token exchanged, for no longer than the job still needs).
+fn renew_job_token(
+    a: &JobRenewerArgs,
+    broker: &Broker,
+    min_valid: Duration,
+    seen: &mut Vec<Secret>,
+) -> token_core::Result<Obtained> {
+    let now = Timestamp::now();
+    let in_file = deliver::read_token_file(&a.dir.join(&a.file))
+        .ok()
+        .flatten();
+    let meta = exchange::read_meta(&a.dir, &a.file);
+    if let (Some(t), Some(m)) = (&in_file, &meta)
+        && m.describes(t)
+        && let Some(exp) = m.expires_at
+        && now.seconds_until(Timestamp::from_unix_seconds(exp)) >= min_valid.as_secs() as i64
+    {
+        return Ok(Obtained {
+            access_token: t.clone(),
+            expires_at: Some(Timestamp::from_unix_seconds(exp)),
+            refreshed: false,
+            source: Source::Cache,
+            elapsed: Duration::ZERO,
+            lock_wait: Duration::ZERO,
+            subject: None,
+            client_id: broker.provider().client_id.clone(),
+            capped_from: None,
+            lifetime: m.lifetime.map(Duration::from_secs),
+        });
+    }
+    let until_end = a.end_time.and_then(|e| i64::try_from(e).ok()).map(|e| {
+        Duration::from_secs(
+            e.saturating_sub(now.unix_seconds()).max(0) as u64 + EXCHANGE_MARGIN_SECS,
+        )
+    });
+    let max = a.exchange_max_lifetime.map(Duration::from_secs);
+    let req = exchange::Request {
+        audience: a.exchange_audience.clone(),
+        scope: a.exchange_scope.clone(),
+        lifetime: match (until_end, max) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        },
+    };
+    let started = Instant::now();
+    let opts = ObtainOptions {
+        min_valid: Duration::from_secs(60),
+        lock_timeout: Duration::from_secs(a.lock_timeout),
+    };
+    // Single flight across the job's nodes: the first renewer to come exchanges, the others
+    // take its token from the job's cache in the user's home.
+    let paths = QshPaths::resolve(&a.home, &|k| std::env::var(k).ok());
+    let mut user = None;
+    let (job, _, from) = JobCache::new(&paths).get_or_exchange(
+        a.job,
+        &a.file,
+        &req,
+        min_valid,
+        Duration::from_secs(a.lock_timeout),
+        &mut || {
+            let (u, x) = exchange::job_token(broker, &opts, &req)?;
+            let subject = u.subject.clone();
+            user = Some(u);
+            Ok((x, subject))
+        },
+    )?;
+    exchange::write_meta(&a.dir, &a.file, &exchange::Meta::of(&job, now))?;
+    seen.push(job.token.clone());
+    log::info!(target: "qlam_auth", "job {}: job token {} ({from:?}; user token {}), audience {}, lifetime {} s", a.job, job.token.fingerprint(), user.as_ref().map_or("-".to_owned(), |u| u.access_token.fingerprint()), job.audience.as_deref().unwrap_or("-"), job.lifetime.map_or(0, |l| l.as_secs()));
+    let (lock_wait, subject, client_id) = match user {
+        Some(u) => (u.lock_wait, u.subject, u.client_id),
+        None => (Duration::ZERO, None, broker.provider().client_id.clone()),
+    };
+    Ok(Obtained {
+        access_token: job.token,
+        expires_at: job.lifetime.map(|l| now.plus_seconds(l.as_secs() as i64)),
+        refreshed: from == CacheFrom::Exchanged,
+        source: match from {
+            CacheFrom::Exchanged => Source::Renewed,
+            CacheFrom::Cache => Source::RenewedByOther,
+        },
+        elapsed: started.elapsed(),
+        lock_wait,
+        subject,
+        client_id,
+        capped_from: None,
+        lifetime: job.lifetime,
+    })
+}
+
+/// Revokes the job tokens (RFC 7009) within [`REVOKE_WITHIN`]; best effort, logged.
+fn revoke_job_tokens(job: u32, broker: &dyn Fn() -> token_core::Result<Broker>, tokens: &[Secret]) {
+    if tokens.is_empty() {
+        return;
+    }
+    let result = broker().and_then(|b| {
+        let oauth = b
+            .oauth()?
+            .with_deadline(Some(Instant::now() + REVOKE_WITHIN));
+        let mut n = 0;
+        for t in tokens {
+            if oauth.revoke(t, "access_token")? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    });
+    let fps: Vec<String> = tokens.iter().map(Secret::fingerprint).collect();
+    match result {
+        Ok(n) => {
+            log::info!(target: "qlam_auth", "job {job} ended: revoked {n} job token(s) {}", fps.join(","))
+        }
+        Err(e) => {
+            log::warn!(target: "qlam_auth", "job {job} ended: could not revoke job token(s) {} ({e}); they expire at their end", fps.join(","))
+        }
+    }
 }
 
 /// True while some `slurmstepd` of `job` runs on this node (its command line is

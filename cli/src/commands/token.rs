@@ -5,7 +5,9 @@ use crate::cli::TokenArgs;
 use crate::exit::{self, Failure};
 use crate::ui;
 use std::time::Duration;
-use token_core::broker::{ObtainOptions, Source};
+use token_core::broker::{Broker, ObtainOptions, Source};
+use token_core::exchange::{Exchanged, Policy};
+use token_core::secret::Secret;
 use token_core::time::Timestamp;
 
 /// `--min-valid` when not given.
@@ -78,11 +80,63 @@ pub fn run(args: &TokenArgs) -> Result<(), Failure> {
             (Timestamp::now().seconds_until(e) / 2).max(0)
         ));
     }
+    let printed = if args.audience.is_some() || args.scope.is_some() || args.lifetime.is_some() {
+        exchange(&sel.broker, args, &got.access_token)?
+    } else {
+        got.access_token
+    };
     // Written in two parts so that no copy of the token is made.
-    ui::emit(&[got.access_token.expose(), "\n"]).map_err(|e| {
+    ui::emit(&[printed.expose(), "\n"]).map_err(|e| {
         Failure::msg(
             format!("could not write the token to stdout ({e}); check where the output goes"),
             exit::OTHER,
         )
     })
+}
+
+/// Trades the user's token for a narrow one (RFC 8693). No site policy applies here (plugstack
+/// is the site's, for jobs): the identity provider's own policy decides.
+fn exchange(broker: &Broker, args: &TokenArgs, subject: &Secret) -> Result<Secret, Failure> {
+    let req = Policy::default()
+        .resolve(
+            args.audience.as_deref(),
+            args.scope.as_deref(),
+            args.lifetime.map(Duration::from_secs),
+        )
+        .map_err(|m| Failure::msg(m, exit::USAGE))?;
+    let res = broker
+        .oauth()?
+        .exchange_access_token(subject, &req)
+        .map_err(|e| {
+            let code = exit::code_for(&e);
+            Failure::msg(
+                format!(
+                    "token exchange failed: {e} (does the identity provider offer the \
+                     token-exchange grant to this client, and allow this audience and scope?)"
+                ),
+                code,
+            )
+        })?;
+    let job = Exchanged::from_response(res, &req);
+    log::info!(
+        target: "qlam_auth",
+        "exchanged token {} for token {}: audience {}, scope {}, lifetime {}",
+        subject.fingerprint(),
+        job.token.fingerprint(),
+        job.audience.as_deref().unwrap_or("(the provider's)"),
+        job.scope.as_deref().unwrap_or("-"),
+        job.lifetime.map_or("unknown".to_owned(), |l| format!("{} s", l.as_secs()))
+    );
+    if job.outlives(&req) {
+        ui::warn(&format!(
+            "the identity provider gave a token that lives {}, longer than --lifetime {}",
+            job.lifetime
+                .map_or("an unknown time".to_owned(), |l| format!(
+                    "{} s",
+                    l.as_secs()
+                )),
+            args.lifetime.unwrap_or(0)
+        ));
+    }
+    Ok(job.token)
 }

@@ -112,7 +112,21 @@ struct FakeBackend {
     obtain_error: Option<String>,
     /// The token's `sub` and the config's `client_id` (default `alice`, `qlam-cli`).
     identity: Option<(String, String)>,
+    exchange_error: Option<String>,
     calls: RefCell<Vec<String>>,
+}
+
+const JOB_TOKEN: &str = "opaque-job-token-value";
+
+fn provider() -> token_core::config::ProviderConfig {
+    let cfg = br#"{"current_context": "c", "contexts": [{"name": "c", "qpu": "q",
+        "defaults": {"auth_provider": "p"}, "auth_providers": [{"provider": "oauth", "name": "p",
+        "auth_base_url": "https://idp.example", "client_id": "qlam-cli",
+        "grant_type": "device_code"}]}]}"#;
+    token_core::config::Config::from_bytes(Path::new("/home/alice/.qsh/config.json"), cfg)
+        .unwrap()
+        .provider(None)
+        .unwrap()
 }
 
 impl FakeBackend {
@@ -195,6 +209,58 @@ impl Backend for FakeBackend {
             .borrow_mut()
             .push(format!("remove {} {job}", base.display()));
         Ok(true)
+    }
+    fn exchange(
+        &self,
+        req: &Request<'_>,
+        ex: &token_core::exchange::Request,
+        _job: u32,
+        _file_name: &str,
+    ) -> Result<Exchange, String> {
+        self.calls.borrow_mut().push(format!(
+            "exchange audience={:?} scope={:?} lifetime={:?}",
+            ex.audience,
+            ex.scope,
+            ex.lifetime.map(|l| l.as_secs())
+        ));
+        if let Some(e) = &self.exchange_error {
+            return Err(e.clone());
+        }
+        let user = self.obtain(req)?;
+        Ok(Exchange {
+            subject: user.subject.clone(),
+            client_id: user.client_id.clone(),
+            user: Some(user),
+            job: token_core::exchange::Exchanged {
+                token: Secret::new(JOB_TOKEN),
+                lifetime: ex.lifetime,
+                scope: ex.scope.clone(),
+                audience: ex.audience.clone(),
+            },
+            outlives: false,
+            provider: provider(),
+        })
+    }
+    fn write_meta(
+        &self,
+        dir: &Path,
+        file_name: &str,
+        meta: &token_core::exchange::Meta,
+    ) -> Result<(), String> {
+        self.calls.borrow_mut().push(format!(
+            "meta {} {file_name} {:?}",
+            dir.display(),
+            meta.audience
+        ));
+        Ok(())
+    }
+    fn revoke(&self, tokens: &JobTokens, _args: &Args, within: Duration) -> Result<usize, String> {
+        self.calls.borrow_mut().push(format!(
+            "revoke {} within {} s",
+            tokens.tokens.len(),
+            within.as_secs()
+        ));
+        Ok(tokens.tokens.len())
     }
 }
 
@@ -846,4 +912,152 @@ fn user_values_with_newlines_never_forge_log_lines() {
             assert!(line.contains("x\\nqlam-auth: job=1"), "{line:?}");
         }
     }
+}
+
+const SITE_EXCHANGE: [&str; 4] = [
+    "exchange=required",
+    "exchange_audience=https://storage.example,https://api.example",
+    "exchange_scope=read,write",
+    "exchange_max_lifetime=3600",
+];
+
+#[test]
+fn a_scope_beyond_the_sites_is_refused_at_submission() {
+    let mut host = FakeHost::new(Context::Allocator, FakeHost::flag());
+    host.env
+        .insert(ENV_WANT_SCOPE.to_owned(), "read admin".to_owned());
+    let backend = FakeBackend::default();
+    let v = init_post_opt(
+        &mut host,
+        &backend,
+        &mut State::default(),
+        &argv(&SITE_EXCHANGE),
+    );
+    assert_eq!(v, Verdict::Fail);
+    let e = host.errors().join("\n");
+    assert!(
+        e.contains("'admin' is not allowed") && e.contains("allowed: read write"),
+        "{e}"
+    );
+    assert!(e.contains(ENV_WANT_SCOPE), "{e}");
+    assert!(!backend.called("check_login"));
+    // Asking for a narrow token where the site makes none is refused too.
+    let mut host = FakeHost::new(Context::Allocator, FakeHost::flag());
+    host.env
+        .insert(ENV_WANT_AUDIENCE.to_owned(), "https://x".to_owned());
+    let v = init_post_opt(&mut host, &backend, &mut State::default(), &[]);
+    assert_eq!(v, Verdict::Fail);
+    assert!(host.errors().join("\n").contains("exchange=off"));
+}
+
+#[test]
+fn the_job_gets_the_exchanged_token_logged_by_fingerprint_and_revoked_at_the_end() {
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    host.step = Some(BATCH_STEP);
+    host.env
+        .insert(ENV_WANT_SCOPE.to_owned(), "read".to_owned());
+    let backend = FakeBackend::default();
+    let (state, v) = run_step(&mut host, &backend, &argv(&SITE_EXCHANGE));
+    assert_eq!(v, Verdict::Continue, "{:?}", state.failure);
+    assert!(backend.called(
+        r#"exchange audience=Some("https://storage.example") scope=Some("read") lifetime=Some(3600)"#
+    ), "{:?}", backend.calls());
+    assert!(backend.called(r#"meta /run/qlam-auth/4242 token Some("https://storage.example")"#));
+    assert_eq!(
+        host.set.get(ENV_ACCESS_TOKEN).map(String::as_str),
+        Some(JOB_TOKEN)
+    );
+    let logs = host.all_logs();
+    assert!(
+        logs.contains("exchanged=yes subject=alice client_id=qlam-cli audience=https://storage.example scope=read"),
+        "{logs}"
+    );
+    assert!(!logs.contains(JOB_TOKEN) && !logs.contains(TOKEN), "{logs}");
+    assert_eq!(state.job_tokens.tokens.len(), 1);
+    assert_eq!(
+        exit(&mut host, &backend, &state, &argv(&SITE_EXCHANGE)),
+        Verdict::Continue
+    );
+    assert!(
+        backend.called("revoke 1 within 5 s"),
+        "{:?}",
+        backend.calls()
+    );
+    assert!(
+        host.all_logs()
+            .contains("job=4242 revoked 1 job token(s): sha256:")
+    );
+}
+
+#[test]
+fn the_job_token_lives_no_longer_than_the_job() {
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    host.env
+        .insert("SLURM_JOB_END_TIME".to_owned(), end.to_string());
+    let backend = FakeBackend::default();
+    let (_, v) = run_step(&mut host, &backend, &argv(&SITE_EXCHANGE));
+    assert_eq!(v, Verdict::Continue);
+    let call = backend
+        .calls()
+        .into_iter()
+        .find(|c| c.starts_with("exchange"))
+        .unwrap();
+    let secs: u64 = call
+        .rsplit("lifetime=Some(")
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    // 600 s left plus the margin, never the site's 3600 s.
+    assert!(
+        (600..=600 + EXCHANGE_MARGIN.as_secs()).contains(&secs),
+        "{call}"
+    );
+}
+
+#[test]
+fn without_the_grant_required_fails_the_job_and_preferred_falls_back() {
+    let no_grant = "the identity provider refused the request: unsupported_grant_type".to_owned();
+    let backend = FakeBackend {
+        exchange_error: Some(no_grant.clone()),
+        ..Default::default()
+    };
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    let (state, v) = run_step(&mut host, &backend, &argv(&SITE_EXCHANGE));
+    assert_eq!(v, Verdict::Fail, "only the job fails, in task_init");
+    let f = state.failure.unwrap();
+    assert!(
+        f.contains("token exchange is required") && f.contains("unsupported_grant_type"),
+        "{f}"
+    );
+    assert!(!host.set.contains_key(ENV_ACCESS_TOKEN));
+
+    let mut preferred = SITE_EXCHANGE.to_vec();
+    preferred[0] = "exchange=preferred";
+    let backend = FakeBackend {
+        exchange_error: Some(no_grant),
+        ..Default::default()
+    };
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    let (state, v) = run_step(&mut host, &backend, &argv(&preferred));
+    assert_eq!(v, Verdict::Continue);
+    assert!(
+        state.job_tokens.tokens.is_empty(),
+        "the user's token is never revoked"
+    );
+    assert_eq!(
+        host.set.get(ENV_ACCESS_TOKEN).map(String::as_str),
+        Some(TOKEN)
+    );
+    let e = host.errors().join("\n");
+    assert!(
+        e.contains("token exchange failed") && e.contains("exchange=preferred"),
+        "{e}"
+    );
 }

@@ -515,6 +515,34 @@ impl OAuthClient {
         self.token_request(form)
     }
 
+    /// A job token (RFC 8693): trades the user's access token `subject` for an access token
+    /// with the audience, scope and (as the `requested_lifetime` extension) lifetime of `req`.
+    /// Without an audience in `req`, the provider's own `audience` is asked for.
+    pub fn exchange_access_token(
+        &self,
+        subject: &Secret,
+        req: &crate::exchange::Request,
+    ) -> Result<TokenResponse> {
+        use crate::exchange::{ACCESS_TOKEN_TYPE, GRANT_TYPE};
+        let mut form = vec![
+            ("grant_type", GRANT_TYPE.to_owned()),
+            ("subject_token", subject.expose().to_owned()),
+            ("subject_token_type", ACCESS_TOKEN_TYPE.to_owned()),
+            ("requested_token_type", ACCESS_TOKEN_TYPE.to_owned()),
+        ];
+        match &req.audience {
+            Some(a) => form.push((self.audience_param.name(), a.clone())),
+            None => self.audience_form(&mut form),
+        }
+        if let Some(s) = &req.scope {
+            form.push(("scope", s.clone()));
+        }
+        if let Some(l) = req.lifetime {
+            form.push(("requested_lifetime", l.as_secs().max(1).to_string()));
+        }
+        self.token_request(form)
+    }
+
     /// The token for a non-interactive grant (client credentials, token exchange).
     pub fn machine_token(&self) -> Result<TokenResponse> {
         match self.provider.grant_type {

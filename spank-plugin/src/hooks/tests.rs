@@ -945,7 +945,7 @@ fn a_scope_beyond_the_sites_is_refused_at_submission() {
     let mut host = FakeHost::new(Context::Allocator, FakeHost::flag());
     host.env
         .insert(ENV_WANT_AUDIENCE.to_owned(), "https://x".to_owned());
-    let v = init_post_opt(&mut host, &backend, &mut State::default(), &[]);
+    let v = init_post_opt(&mut host, &backend, &mut State::default(), &argv(&[]));
     assert_eq!(v, Verdict::Fail);
     assert!(host.errors().join("\n").contains("exchange=off"));
 }

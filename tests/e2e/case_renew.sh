@@ -74,8 +74,8 @@ jq -c '{state, failures, last_error}' "\$QLAM_TOKEN_STATUS_FILE"
 EOF
 }
 
-say "r: renewal while jobs run (60 s access tokens; users ${R_USERS[*]})"
-t_begin "r: setup: two 60 s-token IdPs, ${R_USERS[*]} logged in"
+say "r: renewal while jobs run (short-lived access tokens; users ${R_USERS[*]})"
+t_begin "r: setup: three more IdPs (60 s, 60 s and 300 s tokens), ${R_USERS[*]} logged in"
 ISSUER_MAIN=$ISSUER
 R_ISSUER_A=$(r_idp a "qa7:qa7-pw,qa9:qa9-pw") || t_fail "IdP A did not start"
 R_ISSUER_B=$(r_idp b "qa8:qa8-pw") || t_fail "IdP B did not start"

@@ -18,7 +18,7 @@
 #   g  a 24-task array with an expired token: one refresh, every task the same valid token
 #   h  no token in Slurm's logs, `scontrol show job`, the stored job environment or state
 #   i  the job's token directory is gone after the job
-#   n  ... even with a non-UTF-8 name and 40 levels of directories in it (issue 10)
+#   o  ... even with a non-UTF-8 name and 40 levels of directories in it (issue 10)
 #   j  a job that runs sbatch does not hand its token to slurmctld (E2E_SKIP=j skips it)
 #   k  salloc --qlam-auth: the allocation's steps get the token
 #   m  site service accounts (plugstack m2m=): group allowlist, one token for a whole array,
@@ -579,10 +579,10 @@ assert_contains "$(slurmd_log)" "job=${id_a:-?} step=batch" "slurmd.log has the 
 rm -f "$views"
 t_pass
 
-# --- n: a job that fills its token directory with hostile entries is still cleaned -----------------
+# --- o: a job that fills its token directory with hostile entries is still cleaned -----------------
 # (issue 10, item 2) Before the fix, a non-UTF-8 name or nesting deeper than 16 made cleanup fail
 # and the directory stayed on /run; case i checks that this job's directory is gone too.
-t_begin "n: a non-UTF-8 name and 40 levels of directories in the job's token directory are cleaned up; the node stays idle"
+t_begin "o: a non-UTF-8 name and 40 levels of directories in the job's token directory are cleaned up; the node stays idle"
 u=qa1
 if id_n=$(submit $u n <<'JOB'
 #!/bin/bash

@@ -17,7 +17,9 @@
 
 M2M_NAME=qpu-ci
 M2M_FILE=/etc/qlam/m2m/$M2M_NAME.json
-M2M_CACHE=$RUN/m2m-cache
+# Outside the checkout: every directory above m2m_cache must be root's and not writable by
+# others (the plugin checks), and a checkout may live under /tmp.
+M2M_CACHE=/var/cache/qlam-auth-e2e/m2m
 M2M_SECRET=m2m-secret
 m2m_requests() {
     curl -sf --cacert "$CA" --max-time 10 "$ISSUER/_test/stats" |
@@ -48,6 +50,7 @@ jq -n --arg iss "$ISSUER" --arg s "$M2M_SECRET" '{issuer: $iss, client_id: "qlam
 umask "$umask_old"
 chmod 0600 "$M2M_FILE"
 rm -rf "$M2M_CACHE"
+install -d -o root -g root -m 0755 /var/cache/qlam-auth-e2e
 
 # --- m1 ---------------------------------------------------------------------------------------
 t_begin "m1: sbatch --qlam-auth=$M2M_NAME refuses a user outside the public group list"
@@ -130,3 +133,4 @@ bash "$ROOT/tests/slurm/install-plugin.sh" "$ROOT/target/release/libqlam_spank.s
 rm -f "$M2M_FILE"
 rmdir /etc/qlam/m2m /etc/qlam 2>/dev/null || true
 rm -rf "$M2M_CACHE"
+rmdir /var/cache/qlam-auth-e2e 2>/dev/null || true

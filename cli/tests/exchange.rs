@@ -35,26 +35,6 @@ fn qlam_auth(idp: &Idp, home: &QshHome, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn resource_status(idp: &Idp, audience: &str, token: &str) -> String {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-            "--cacert",
-        ])
-        .arg(&idp.ca)
-        .args(["-H", &format!("Authorization: Bearer {token}")])
-        .arg(format!("{}/_test/resource?audience={audience}", idp.issuer))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn token_with_audience_and_scope_prints_a_narrow_exchanged_token() {
     let idp = idp(&[]);
@@ -85,9 +65,9 @@ fn token_with_audience_and_scope_prints_a_narrow_exchanged_token() {
     let job = String::from_utf8(out.stdout.clone()).unwrap();
     let job = job.trim_end();
     assert_ne!(job, own.trim_end());
-    assert_eq!(resource_status(idp, STORAGE, job), "200");
+    assert_eq!(idp.resource_status(STORAGE, job), "200");
     assert_eq!(
-        resource_status(idp, API, job),
+        idp.resource_status(API, job),
         "401",
         "refused for another audience"
     );
@@ -253,9 +233,9 @@ fn job_renewer_renews_the_job_token_by_exchange_and_revokes_them_at_the_end() {
         "the job token was not renewed"
     );
     let second = read();
-    assert_eq!(resource_status(idp, STORAGE, &second), "200");
+    assert_eq!(idp.resource_status(STORAGE, &second), "200");
     assert_eq!(
-        resource_status(idp, API, &second),
+        idp.resource_status(API, &second),
         "401",
         "still a job token, not the user's"
     );

@@ -31,28 +31,6 @@ fn opts() -> ObtainOptions {
     }
 }
 
-/// What a resource server for `audience` says about `token` (the test IdP's
-/// `/_test/resource`): the HTTP status.
-fn resource_status(idp: &Idp, audience: &str, token: &str) -> String {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-            "--cacert",
-        ])
-        .arg(&idp.ca)
-        .args(["-H", &format!("Authorization: Bearer {token}")])
-        .arg(format!("{}/_test/resource?audience={audience}", idp.issuer))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Introspection as the resource server `qlam-introspect`.
 fn introspect(idp: &Idp, token: &str) -> Value {
     let out = Command::new("curl")
@@ -101,8 +79,8 @@ fn a_job_token_has_exactly_the_audience_scope_and_lifetime_asked_and_dies_when_r
     assert!(!job.outlives(&req));
 
     // A resource for the job's audience takes it; one for another audience refuses it.
-    assert_eq!(resource_status(idp, STORAGE, job.token.expose()), "200");
-    assert_eq!(resource_status(idp, API, job.token.expose()), "401");
+    assert_eq!(idp.resource_status(STORAGE, job.token.expose()), "200");
+    assert_eq!(idp.resource_status(API, job.token.expose()), "401");
     let v = introspect(idp, job.token.expose());
     assert_eq!(v["active"], true, "{v}");
     assert_eq!(v["aud"], STORAGE);
@@ -116,7 +94,7 @@ fn a_job_token_has_exactly_the_audience_scope_and_lifetime_asked_and_dies_when_r
     // RFC 7009: the job token dies; the user's login does not.
     assert!(oauth.revoke(&job.token, "access_token").unwrap());
     assert_eq!(introspect(idp, job.token.expose())["active"], false);
-    assert_eq!(resource_status(idp, STORAGE, job.token.expose()), "401");
+    assert_eq!(idp.resource_status(STORAGE, job.token.expose()), "401");
     assert!(
         idp.accepts(user.expose()),
         "the user's own token still works"
@@ -202,7 +180,7 @@ fn m2m_token_exchange_takes_its_subject_token_from_the_callers_environment() {
         .with_http(idp.http());
     let got = broker.obtain(&opts()).unwrap();
     assert_eq!(
-        resource_status(idp, STORAGE, got.access_token.expose()),
+        idp.resource_status(STORAGE, got.access_token.expose()),
         "200"
     );
     assert_eq!(introspect(idp, got.access_token.expose())["sub"], "carol");
@@ -277,6 +255,6 @@ fn eight_nodes_of_one_job_cost_one_exchange() {
             .count(),
         1
     );
-    assert_eq!(resource_status(idp, STORAGE, &results[0].0), "200");
+    assert_eq!(idp.resource_status(STORAGE, &results[0].0), "200");
     assert!(JobCache::new(&home.paths).remove(4711, "token").unwrap());
 }

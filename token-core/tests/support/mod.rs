@@ -167,8 +167,8 @@ impl Idp {
         );
     }
 
-    /// Is this access token valid at the IdP (its userinfo endpoint accepts it)?
-    pub fn accepts(&self, token: &str) -> bool {
+    /// The HTTP status of `GET <issuer>/<path>` with `token` as the bearer token.
+    pub fn bearer_status(&self, path: &str, token: &str) -> String {
         let out = Command::new("curl")
             .args([
                 "-s",
@@ -182,10 +182,21 @@ impl Idp {
             ])
             .arg(&self.ca)
             .args(["-H", &format!("Authorization: Bearer {token}")])
-            .arg(format!("{}/me", self.issuer))
+            .arg(format!("{}/{path}", self.issuer))
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout) == "200"
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Is this access token valid at the IdP (its userinfo endpoint accepts it)?
+    pub fn accepts(&self, token: &str) -> bool {
+        self.bearer_status("me", token) == "200"
+    }
+
+    /// What a resource server for `audience` says about `token` (the test IdP's
+    /// `/_test/resource`): the HTTP status.
+    pub fn resource_status(&self, audience: &str, token: &str) -> String {
+        self.bearer_status(&format!("_test/resource?audience={audience}"), token)
     }
 }
 

@@ -170,6 +170,9 @@ echo -n "userinfo          = "
 curl -sS --cacert $CA -H "Authorization: Bearer \$(cat "\$BEARER_TOKEN_FILE")" \\
      $ISSUER/me
 echo
+# The file is kept valid while the job runs; its renewer says how it is doing:
+for i in \$(seq 50); do [ -s "\$QLAM_TOKEN_STATUS_FILE" ] && break; sleep 0.1; done
+echo "renewal status    = \$(jq -c '{state, token_expires_at, next_check_at}' "\$QLAM_TOKEN_STATUS_FILE")"
 EOF
 chown "$DEMO_USER:" "$HOME_DIR/job.sh"
 sed 's/^/    /' "$HOME_DIR/job.sh"

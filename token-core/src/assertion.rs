@@ -17,7 +17,6 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -274,7 +273,7 @@ fn thumbprint(members: &[(&str, String)]) -> String {
         .iter()
         .map(|(k, v)| format!("\"{k}\":\"{v}\""))
         .collect();
-    b64(&Sha256::digest(
+    b64(&crate::digest::sha256(
         format!("{{{}}}", body.join(",")).as_bytes(),
     ))
 }

@@ -28,7 +28,6 @@ use crate::oauth::{OAuthClient, TokenResponse};
 use crate::time::Timestamp;
 use crate::{Error, Result};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,7 +66,7 @@ pub fn file_name(issuer: &str, client_id: &str) -> String {
         })
         .take(48)
         .collect();
-    let hash = Sha256::digest(format!("{issuer}\n{client_id}").as_bytes());
+    let hash = crate::digest::sha256(format!("{issuer}\n{client_id}").as_bytes());
     let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
     format!("budget_{prefix}_{hex}.json")
 }

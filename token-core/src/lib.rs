@@ -23,6 +23,7 @@ pub mod broker;
 pub mod budget;
 pub mod config;
 pub mod deliver;
+pub mod digest;
 mod error;
 pub mod exchange;
 pub mod faultpoint;

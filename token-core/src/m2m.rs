@@ -27,7 +27,6 @@ use crate::oauth::ClientAuth;
 use crate::paths::QshPaths;
 use crate::{Error, Result};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Name of qlam-auth's settings file in the config directory (or in `QLAM_TOKEN_CACHE`).
@@ -302,7 +301,7 @@ pub fn env_context(
     let scope = get(vars::SCOPE);
     // The provider name (part of the cache file name) tells different clients and audiences
     // apart, so that pipelines sharing one QLAM_TOKEN_CACHE never get each other's tokens.
-    let fp = Sha256::digest(
+    let fp = crate::digest::sha256(
         format!(
             "{issuer}\n{client_id}\n{}\n{}",
             audience.as_deref().unwrap_or(""),

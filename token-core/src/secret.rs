@@ -4,7 +4,6 @@
 //! Its text is reachable only through [`Secret::expose`], which the HTTP and serialization edges
 //! call.
 
-use sha2::{Digest, Sha256};
 use std::fmt;
 use zeroize::Zeroizing;
 
@@ -36,7 +35,7 @@ impl Secret {
 
 /// The log-safe fingerprint of any secret text.
 pub fn fingerprint(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
+    let digest = crate::digest::sha256(text.as_bytes());
     let mut s = String::from("sha256:");
     for b in &digest[..6] {
         s.push_str(&format!("{b:02x}"));

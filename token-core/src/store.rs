@@ -21,7 +21,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -163,7 +162,7 @@ pub fn cache_file_name(cache_key: &str) -> String {
     } else {
         trimmed.chars().take(64).collect()
     };
-    let hash = Sha256::digest(cache_key.as_bytes());
+    let hash = crate::digest::sha256(cache_key.as_bytes());
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     format!("cache_{prefix}_{hex}.json")
 }
@@ -607,7 +606,7 @@ mod tests {
     }
 
     fn hex_sha(s: &str) -> String {
-        Sha256::digest(s.as_bytes())
+        crate::digest::sha256(s.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()

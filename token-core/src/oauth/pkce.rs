@@ -5,7 +5,6 @@ use crate::secret::Secret;
 use crate::{Error, Result};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -32,7 +31,7 @@ fn random_b64(bytes: usize) -> Result<String> {
 
 /// The S256 code challenge of a verifier.
 pub fn code_challenge(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+    URL_SAFE_NO_PAD.encode(crate::digest::sha256(verifier.as_bytes()))
 }
 
 impl OAuthClient {

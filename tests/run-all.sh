@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of qlam-auth: formatting and lints, unit tests, integration tests against the
 # real test IdP and the real qlam-core, SSH certificates against a real sshd, and end-to-end
-# tests on a real Slurm: the whole suite on one node (proctrack/linuxproc), then the multi-node
-# cases on three nodes with proctrack/cgroup, task/cgroup and PrologFlags=Contain
-# (docs/development.md).
+# tests on a real Slurm: the whole suite on one node twice, with proctrack/linuxproc and with the
+# production-like proctrack/cgroup, task/cgroup and PrologFlags=Contain, then the multi-node
+# cases on three nodes in the production-like configuration (docs/development.md).
 #
 #   bash tests/run-all.sh       (as root; sudo is not needed)
 #
@@ -31,8 +31,11 @@ step "SSH certificates against a real sshd and the test signing service (tests/s
 # CI must run every test: a missing sshd or root is a failure there, not a skip.
 QLAM_TEST_REQUIRE_ALL=1 bash tests/ssh/run.sh
 
-step "end-to-end tests on a real Slurm (tests/e2e/run.sh)"
+step "end-to-end tests on a real Slurm (tests/e2e/run.sh): proctrack/linuxproc, task/none"
 bash tests/e2e/run.sh
+
+step "the same end-to-end tests, production-like: proctrack/cgroup, task/cgroup, PrologFlags=Contain"
+TEST_SLURM_PROFILE=cgroup bash tests/e2e/run.sh
 
 step "multi-node end-to-end tests: 3 nodes, proctrack/cgroup, PrologFlags=Contain (tests/e2e/run-multinode.sh)"
 bash tests/e2e/run-multinode.sh

@@ -106,22 +106,7 @@ fn a_refused_exchange_says_why_and_prints_no_token() {
 
 /// Introspection as the resource server `qlam-introspect`: is the token active?
 fn active(idp: &Idp, token: &str) -> bool {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "-u",
-            "qlam-introspect:introspect-secret",
-            "--cacert",
-        ])
-        .arg(&idp.ca)
-        .args(["-d", &format!("token={token}")])
-        .arg(format!("{}/token/introspection", idp.issuer))
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["active"] == true
+    idp.introspect(token)["active"] == true
 }
 
 /// Polls `f` every 100 ms until it is true or `within` has passed; true if it became true.

@@ -17,11 +17,11 @@
 
 use crate::broker::{Obtained, Source};
 use crate::fsutil::{self, Policy};
-use crate::secret::Secret;
+
 use crate::time::Timestamp;
 use crate::{Error, Result};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -287,32 +287,33 @@ fn write_status(
     .map(|_| ())
 }
 
-/// Reads a status file (for the plugin's log at the end of a step); `None` if absent or
-/// unreadable.
-pub fn read_status(dir: &Path, token_file: &str) -> Option<serde_json::Value> {
-    let fd = fsutil::open_dir(dir, Policy::PRIVATE).ok()??;
-    let bytes = fsutil::read_file_at(
-        fsutil::fd(&fd),
-        dir,
-        &status_file_name(token_file),
-        Policy::PRIVATE,
-        64 * 1024,
-    )
-    .ok()??;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// For tests and the plugin: is `token` what the file holds?
-pub fn file_holds(dir: &Path, file_name: &str, token: &Secret) -> bool {
-    crate::deliver::read_token_file(&dir.join(file_name))
-        .ok()
-        .flatten()
-        .is_some_and(|t| &t == token)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
+    use std::path::Path;
+
+    /// Reads a status file; `None` if absent or unreadable.
+    fn read_status(dir: &Path, token_file: &str) -> Option<serde_json::Value> {
+        let fd = fsutil::open_dir(dir, Policy::PRIVATE).ok()??;
+        let bytes = fsutil::read_file_at(
+            fsutil::fd(&fd),
+            dir,
+            &status_file_name(token_file),
+            Policy::PRIVATE,
+            64 * 1024,
+        )
+        .ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Is `token` what the file holds?
+    fn file_holds(dir: &Path, file_name: &str, token: &Secret) -> bool {
+        crate::deliver::read_token_file(&dir.join(file_name))
+            .ok()
+            .flatten()
+            .is_some_and(|t| &t == token)
+    }
 
     fn got(expires_in: i64, lifetime: u64) -> (Obtained, Timestamp) {
         let now = Timestamp::now();

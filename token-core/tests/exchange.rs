@@ -7,9 +7,8 @@
 
 mod support;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::Duration;
 use support::*;
 use token_core::Error;
@@ -29,25 +28,6 @@ fn opts() -> ObtainOptions {
         min_valid: Duration::from_secs(60),
         lock_timeout: Duration::from_secs(30),
     }
-}
-
-/// Introspection as the resource server `qlam-introspect`.
-fn introspect(idp: &Idp, token: &str) -> Value {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "-u",
-            "qlam-introspect:introspect-secret",
-            "--cacert",
-        ])
-        .arg(&idp.ca)
-        .args(["-d", &format!("token={token}")])
-        .arg(format!("{}/token/introspection", idp.issuer))
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn site() -> Policy {
@@ -81,7 +61,7 @@ fn a_job_token_has_exactly_the_audience_scope_and_lifetime_asked_and_dies_when_r
     // A resource for the job's audience takes it; one for another audience refuses it.
     assert_eq!(idp.resource_status(STORAGE, job.token.expose()), "200");
     assert_eq!(idp.resource_status(API, job.token.expose()), "401");
-    let v = introspect(idp, job.token.expose());
+    let v = idp.introspect(job.token.expose());
     assert_eq!(v["active"], true, "{v}");
     assert_eq!(v["aud"], STORAGE);
     assert_eq!(v["scope"], "storage.read");
@@ -93,7 +73,7 @@ fn a_job_token_has_exactly_the_audience_scope_and_lifetime_asked_and_dies_when_r
 
     // RFC 7009: the job token dies; the user's login does not.
     assert!(oauth.revoke(&job.token, "access_token").unwrap());
-    assert_eq!(introspect(idp, job.token.expose())["active"], false);
+    assert_eq!(idp.introspect(job.token.expose())["active"], false);
     assert_eq!(idp.resource_status(STORAGE, job.token.expose()), "401");
     assert!(
         idp.accepts(user.expose()),
@@ -183,7 +163,7 @@ fn m2m_token_exchange_takes_its_subject_token_from_the_callers_environment() {
         idp.resource_status(STORAGE, got.access_token.expose()),
         "200"
     );
-    assert_eq!(introspect(idp, got.access_token.expose())["sub"], "carol");
+    assert_eq!(idp.introspect(got.access_token.expose())["sub"], "carol");
 
     // Without the variable in the caller's environment: the fix is in the message.
     let provider = token_core::config::Config::load(&paths)

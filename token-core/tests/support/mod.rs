@@ -193,6 +193,25 @@ impl Idp {
         self.bearer_status("me", token) == "200"
     }
 
+    /// Introspection (RFC 7662) of `token`, as the resource server `qlam-introspect`.
+    pub fn introspect(&self, token: &str) -> Value {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-u",
+                "qlam-introspect:introspect-secret",
+                "--cacert",
+            ])
+            .arg(&self.ca)
+            .args(["-d", &format!("token={token}")])
+            .arg(format!("{}/token/introspection", self.issuer))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// What a resource server for `audience` says about `token` (the test IdP's
     /// `/_test/resource`): the HTTP status.
     pub fn resource_status(&self, audience: &str, token: &str) -> String {

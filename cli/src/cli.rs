@@ -556,7 +556,9 @@ pub struct TokenArgs {
     /// The token must stay valid at least this many seconds (default 300); otherwise it is
     /// renewed first. When it cannot be renewed (identity provider unreachable), a stored token
     /// that is still valid is printed with a warning, unless --min-valid was given: then the
-    /// command fails (exit 5) rather than print a token that lapses sooner than asked.
+    /// command fails (exit 5) rather than print a token that lapses sooner than asked. A value
+    /// of at least the lifetime the identity provider gives its tokens (`qlam-auth status`
+    /// shows it) is capped at half that lifetime: no token could meet it.
     #[arg(long, value_name = "SECONDS")]
     pub min_valid: Option<u64>,
     /// Print a narrow token for this audience instead of your own: your token is exchanged at

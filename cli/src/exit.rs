@@ -197,7 +197,7 @@ mod tests {
             ),
             (
                 Error::Config {
-                    path: PathBuf::from("/c"),
+                    path: PathBuf::from("/c").into(),
                     field: "f".into(),
                     message: "m".into(),
                 },

@@ -303,7 +303,7 @@ impl SiteAccount {
             tenant: None,
             subject_token_type: None,
             subject_token: None,
-            config_path: file.to_owned(),
+            config_path: file.into(),
             env: EnvSnapshot::default(),
         }
         .with_env(&lookup)

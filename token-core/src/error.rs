@@ -59,8 +59,8 @@ pub enum Error {
     },
     /// The configuration is missing or wrong.
     Config {
-        /// The file (or source) that holds the problem.
-        path: PathBuf,
+        /// Where the problem is: a file, the environment, the command line.
+        path: crate::config::ConfigSource,
         /// The field, as a JSON path, e.g. `contexts[0].auth_providers[1].client_id`.
         field: String,
         /// What is wrong and how to fix it.
@@ -136,7 +136,7 @@ impl Error {
     }
 
     pub(crate) fn config(
-        path: impl Into<PathBuf>,
+        path: impl Into<crate::config::ConfigSource>,
         field: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {

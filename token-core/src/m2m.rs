@@ -19,8 +19,8 @@
 #![forbid(unsafe_code)]
 
 use crate::config::{
-    EnvSnapshot, GrantType, ProviderConfig, SecretSource, allow_http_loopback_from_env,
-    normalize_issuer,
+    ConfigSource, EnvSnapshot, GrantType, ProviderConfig, SecretSource,
+    allow_http_loopback_from_env, normalize_issuer,
 };
 use crate::fsutil::{self, Policy};
 use crate::oauth::ClientAuth;
@@ -109,7 +109,7 @@ pub struct Settings {
     pub path: Option<PathBuf>,
 }
 
-fn positive(v: Option<&Value>, what: &str, path: &Path) -> Result<Option<u64>> {
+fn positive(v: Option<&Value>, what: &str, path: &ConfigSource) -> Result<Option<u64>> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(n) => n
@@ -119,7 +119,7 @@ fn positive(v: Option<&Value>, what: &str, path: &Path) -> Result<Option<u64>> {
     }
 }
 
-fn percent(v: Option<&Value>, what: &str, path: &Path) -> Result<Option<u8>> {
+fn percent(v: Option<&Value>, what: &str, path: &ConfigSource) -> Result<Option<u8>> {
     positive(v, what, path)?
         .map(|p| {
             u8::try_from(p)
@@ -141,7 +141,7 @@ impl Settings {
             s = Self::from_bytes(&path, &bytes)?;
         }
         let nonempty = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-        let env_path = Path::new("environment");
+        let env_path = &ConfigSource::Environment;
         if let Some(v) = nonempty(vars::TOKEN_BUDGET) {
             s.env_limit = Some(v.trim().parse().map_err(|_| {
                 Error::config(
@@ -173,6 +173,7 @@ impl Settings {
             path: Some(path.to_owned()),
             ..Settings::default()
         };
+        let path = &ConfigSource::File(path.to_owned());
         s.default_budget.limit =
             positive(obj.get("monthly_budget"), "monthly_budget", path)?.filter(|n| *n > 0);
         if let Some(p) = percent(obj.get("warn_percent"), "warn_percent", path)? {
@@ -268,7 +269,7 @@ pub fn env_context(
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     };
-    let origin = PathBuf::from("environment");
+    let origin = ConfigSource::Environment;
     let missing = |k: &str| {
         Error::config(
             &origin,

@@ -32,7 +32,7 @@ use crate::config::{GrantType, normalize_issuer};
 use crate::{Error, Result};
 use rustix::fs::{FileType, Mode, OFlags};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -119,7 +119,7 @@ pub struct Site {
 
 fn site_err(path: &Path, field: impl Into<String>, msg: impl Into<String>) -> Error {
     Error::Config {
-        path: path.to_owned(),
+        path: crate::config::ConfigSource::SiteFile(path.to_owned()),
         field: field.into(),
         message: format!("{}; the site file is the admins' to fix", msg.into()),
     }
@@ -309,23 +309,31 @@ impl SiteContext {
 
     /// This context as a config.json context in QLAM Core's schema (every provider field QLAM
     /// Core knows, `null` where the site gives none).
-    pub fn to_qsh_context(&self) -> Value {
-        json!({
-            "name": self.name,
-            "qpu": self.qpu.as_deref().unwrap_or("default"),
-            "defaults": { "auth_provider": self.provider_name() },
-            "auth_providers": [{
-                "provider": "oauth",
-                "name": self.provider_name(),
-                "auth_base_url": self.issuer,
-                "client_id": self.client_id,
-                "client_secret": null,
-                "grant_type": self.grant.as_deref().unwrap_or("device_code"),
-                "scope": self.scope,
-                "audience": self.audience,
-                "tenant": self.tenant,
-            }]
-        })
+    pub fn to_qsh_context(&self) -> crate::config::model::Context {
+        use crate::config::model::{AuthProvider, Context, Defaults, ProviderEntry};
+        let set = |v: &str| Some(Some(v.to_owned()));
+        let opt = |v: &Option<String>| Some(v.clone());
+        Context {
+            name: self.name.clone(),
+            qpu: set(self.qpu.as_deref().unwrap_or("default")),
+            defaults: Some(Some(Defaults {
+                auth_provider: set(self.provider_name()),
+                ..Defaults::default()
+            })),
+            auth_providers: Some(Some(vec![ProviderEntry::from(AuthProvider {
+                provider: set("oauth"),
+                name: set(self.provider_name()),
+                auth_base_url: set(&self.issuer),
+                client_id: set(&self.client_id),
+                client_secret: Some(None),
+                grant_type: set(self.grant.as_deref().unwrap_or("device_code")),
+                scope: opt(&self.scope),
+                audience: opt(&self.audience),
+                tenant: opt(&self.tenant),
+                ..AuthProvider::default()
+            })])),
+            extra: serde_json::Map::new(),
+        }
     }
 }
 
@@ -346,7 +354,7 @@ mod tests {
         let s = parse(SAMPLE).unwrap();
         assert_eq!(s.default_context.as_deref(), Some("hpc"));
         assert!(s.issuers.as_ref().is_some_and(|i| !i.is_empty()));
-        let ctx = s.context("hpc").unwrap().to_qsh_context();
+        let ctx = serde_json::to_value(s.context("hpc").unwrap().to_qsh_context()).unwrap();
         assert_eq!(ctx["auth_providers"][0]["provider"], "oauth");
     }
 

@@ -4,9 +4,10 @@
 use crate::cli::{GrantArg, InitArgs, ShowArgs};
 use crate::exit::{self, Failure};
 use crate::ui;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use std::path::Path;
-use token_core::config::{Config, normalize_issuer};
+use token_core::config::model::{AuthProvider, Context, Defaults, ProviderEntry, value};
+use token_core::config::{Config, ConfigSource, QshConfig, normalize_issuer};
 use token_core::fsutil::{self, Policy};
 use token_core::paths::QshPaths;
 
@@ -38,7 +39,7 @@ fn is_env_var_name(s: &str) -> bool {
 /// Checks the arguments and returns the provider fields they set. Options that were not given
 /// are absent (an existing provider keeps its value; a new one gets `null`); an empty value
 /// (`--audience ''`) becomes `null`.
-pub fn provider_entry(args: &InitArgs) -> Result<Map<String, Value>, String> {
+pub fn provider_entry(args: &InitArgs) -> Result<AuthProvider, String> {
     let issuer = normalize_issuer(
         &args.issuer,
         token_core::config::allow_http_loopback_from_env(),
@@ -62,124 +63,88 @@ pub fn provider_entry(args: &InitArgs) -> Result<Map<String, Value>, String> {
              not '{var}'; never put the secret itself on the command line"
         ));
     }
-    let mut m = Map::new();
-    let mut set = |k: &str, v: Value| {
-        m.insert(k.to_owned(), v);
+    let set = |v: &str| Some(Some(v.to_owned()));
+    // Given: set, or `null` when empty; not given: absent.
+    let or_null = |v: &Option<String>, f: &dyn Fn(&str) -> String| {
+        v.as_deref().map(|v| (!v.is_empty()).then(|| f(v)))
     };
-    set("provider", json!("oauth"));
-    set("name", json!(args.provider_name));
-    set("auth_base_url", json!(issuer));
-    set("client_id", json!(args.client_id));
-    let or_null = |v: &str, f: &dyn Fn(&str) -> String| {
-        if v.is_empty() {
-            Value::Null
-        } else {
-            Value::String(f(v))
-        }
-    };
-    if let Some(g) = args.grant {
-        set("grant_type", json!(g.as_str()));
-    }
-    if let Some(v) = &args.client_secret_env {
-        set("client_secret", or_null(v, &|v| format!("env:{v}")));
-    }
-    for (key, val) in [
-        ("scope", &args.scope),
-        ("audience", &args.audience),
-        ("tenant", &args.tenant),
-    ] {
-        if let Some(v) = val {
-            set(key, or_null(v, &str::to_owned));
-        }
-    }
-    Ok(m)
+    Ok(AuthProvider {
+        provider: set("oauth"),
+        name: set(&args.provider_name),
+        auth_base_url: set(&issuer),
+        client_id: set(&args.client_id),
+        grant_type: args.grant.map(|g| Some(g.as_str().to_owned())),
+        client_secret: or_null(&args.client_secret_env, &|v| format!("env:{v}")),
+        scope: or_null(&args.scope, &str::to_owned),
+        audience: or_null(&args.audience, &str::to_owned),
+        tenant: or_null(&args.tenant, &str::to_owned),
+        ..AuthProvider::default()
+    })
 }
 
 /// A new provider: every field QLAM Core knows, `null` where not given.
-fn fresh_provider(given: Map<String, Value>) -> Map<String, Value> {
-    let mut p = Map::new();
-    for k in ["client_secret", "scope", "audience", "tenant"] {
-        p.insert(k.to_owned(), Value::Null);
-    }
-    p.insert(
-        "grant_type".to_owned(),
-        json!(GrantArg::DeviceCode.as_str()),
-    );
-    p.extend(given);
+fn fresh_provider(given: AuthProvider) -> ProviderEntry {
+    let mut p = ProviderEntry::from(AuthProvider {
+        client_secret: Some(None),
+        scope: Some(None),
+        audience: Some(None),
+        tenant: Some(None),
+        grant_type: Some(Some(GrantArg::DeviceCode.as_str().to_owned())),
+        ..AuthProvider::default()
+    });
+    p.overlay(given);
     p
+}
+
+/// Sets `current_context` to `context` if it is unset; true if it did.
+fn default_current(root: &mut QshConfig, context: &str) -> bool {
+    let unset = root.current().is_none();
+    if unset {
+        root.current_context = Some(Some(context.to_owned()));
+    }
+    unset
 }
 
 /// Adds or updates `args.context` and its provider in `root` (a parsed config.json), keeping
 /// every other context, provider and field.
-pub fn merge(root: &mut Value, args: &InitArgs) -> Result<Merged, String> {
+pub fn merge(root: &mut QshConfig, args: &InitArgs) -> Result<Merged, String> {
     let entry = provider_entry(args)?;
-    let obj = root
-        .as_object_mut()
-        .ok_or("the config file is not a JSON object")?;
-    let contexts = obj
-        .entry("contexts")
-        .or_insert_with(|| Value::Array(Vec::new()));
-    if contexts.is_null() {
-        *contexts = Value::Array(Vec::new());
-    }
-    let contexts = contexts
-        .as_array_mut()
-        .ok_or("'contexts' in the config file is not a list")?;
-    let pos = contexts
-        .iter()
-        .position(|c| c.get("name").and_then(Value::as_str) == Some(args.context.as_str()));
+    let pos = root.contexts.iter().position(|c| c.name == args.context);
     let new_context = pos.is_none();
     let idx = match pos {
         Some(i) => i,
         None => {
-            contexts.push(json!({
-                "name": args.context,
-                "qpu": args.qpu.clone().unwrap_or_else(|| "default".into()),
-                "defaults": {},
-                "auth_providers": [],
-            }));
-            contexts.len() - 1
+            root.contexts.push(Context {
+                name: args.context.clone(),
+                qpu: Some(Some(args.qpu.clone().unwrap_or_else(|| "default".into()))),
+                defaults: Some(Some(Defaults::default())),
+                auth_providers: Some(Some(Vec::new())),
+                ..Context::default()
+            });
+            root.contexts.len() - 1
         }
     };
-    let ctx = contexts[idx].as_object_mut().ok_or_else(|| {
-        format!(
-            "context '{}' in the config file is not an object",
-            args.context
-        )
-    })?;
+    let ctx = &mut root.contexts[idx];
     if let Some(q) = &args.qpu {
-        ctx.insert("qpu".into(), Value::String(q.clone()));
+        ctx.qpu = Some(Some(q.clone()));
     }
-    let defaults = ctx.entry("defaults").or_insert_with(|| json!({}));
-    if defaults.is_null() {
-        *defaults = json!({});
-    }
-    defaults
-        .as_object_mut()
-        .ok_or_else(|| format!("'defaults' of context '{}' is not an object", args.context))?
-        .insert(
-            "auth_provider".into(),
-            Value::String(args.provider_name.clone()),
-        );
+    ctx.defaults
+        .get_or_insert(None)
+        .get_or_insert_with(Defaults::default)
+        .auth_provider = Some(Some(args.provider_name.clone()));
     let providers = ctx
-        .entry("auth_providers")
-        .or_insert_with(|| Value::Array(Vec::new()));
-    if providers.is_null() {
-        *providers = Value::Array(Vec::new());
-    }
-    let providers = providers.as_array_mut().ok_or_else(|| {
-        format!(
-            "'auth_providers' of context '{}' is not a list",
-            args.context
-        )
-    })?;
-    let existing = providers
-        .iter_mut()
-        .find(|p| p.get("name").and_then(Value::as_str) == Some(args.provider_name.as_str()));
-    let new_provider = existing.is_none();
-    match existing {
-        Some(p) => {
-            let kind = p.get("provider").and_then(Value::as_str).unwrap_or("?");
+        .auth_providers
+        .get_or_insert(None)
+        .get_or_insert_with(Vec::new);
+    let pidx = providers
+        .iter()
+        .position(|p| p.name() == Some(args.provider_name.as_str()));
+    let new_provider = pidx.is_none();
+    let at = |j: usize| format!("contexts[{idx}].auth_providers[{j}]");
+    match pidx {
+        Some(j) => {
+            let p = &mut providers[j];
+            let kind = p.kind().unwrap_or("?");
             if kind != "oauth" {
                 return Err(format!(
                     "context '{}' already has a '{kind}' provider named '{}': choose another \
@@ -187,42 +152,36 @@ pub fn merge(root: &mut Value, args: &InitArgs) -> Result<Merged, String> {
                     args.context, args.provider_name
                 ));
             }
-            let p = p
-                .as_object_mut()
-                .ok_or("a provider entry is not an object")?;
-            p.extend(entry);
-            check_secret(p)?;
+            if !p.0.is_object() {
+                return Err("a provider entry is not an object".into());
+            }
+            p.overlay(entry);
+            check_secret(p, &at(j))?;
         }
         None => {
             let p = fresh_provider(entry);
-            check_secret(&p)?;
-            providers.push(Value::Object(p));
+            check_secret(&p, &at(providers.len()))?;
+            providers.push(p);
         }
     }
-    let current_unset = obj
-        .get("current_context")
-        .is_none_or(|c| c.as_str().is_none_or(str::is_empty));
-    if current_unset {
-        obj.insert(
-            "current_context".into(),
-            Value::String(args.context.clone()),
-        );
-    }
+    let made_current = default_current(root, &args.context);
     Ok(Merged {
         new_context,
         new_provider,
-        made_current: current_unset,
-        current: obj
-            .get("current_context")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        made_current,
+        current: root.current().map(str::to_owned),
     })
 }
 
-fn check_secret(p: &Map<String, Value>) -> Result<(), String> {
-    let grant = p.get("grant_type").and_then(Value::as_str);
-    if grant == Some(GrantArg::ClientCredentials.as_str())
-        && p.get("client_secret").is_none_or(Value::is_null)
+fn check_secret(p: &ProviderEntry, at: &str) -> Result<(), String> {
+    let p = p
+        .typed(&ConfigSource::CommandLine, at)
+        .map_err(|e| match e {
+            token_core::Error::Config { field, message, .. } => format!("{field} {message}"),
+            other => other.to_string(),
+        })?;
+    if value(&p.grant_type).map(String::as_str) == Some(GrantArg::ClientCredentials.as_str())
+        && value(&p.client_secret).is_none()
     {
         return Err(
             "--grant client_credentials needs --client-secret-env VAR (the variable that will hold \
@@ -234,10 +193,8 @@ fn check_secret(p: &Map<String, Value>) -> Result<(), String> {
 }
 
 /// Renders the config as QLAM Core writes it (2-space indent) plus a final newline.
-pub fn render(root: &Value) -> Result<Vec<u8>, String> {
-    let mut bytes = serde_json::to_vec_pretty(root).map_err(|e| e.to_string())?;
-    bytes.push(b'\n');
-    Ok(bytes)
+pub fn render(root: &QshConfig) -> Vec<u8> {
+    root.render()
 }
 
 fn write_config(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
@@ -283,42 +240,13 @@ pub fn adopt_site_context(
         return Ok(None);
     };
     let mut root = if config.user_file_exists() {
-        config.json().clone()
+        config.model().clone()
     } else {
-        Config::empty(&paths.config_file).json().clone()
+        Config::empty(&paths.config_file).model().clone()
     };
-    let obj = root.as_object_mut().ok_or_else(|| {
-        Failure::msg(
-            format!(
-                "{} is not a JSON object: fix it or move it away",
-                paths.config_file.display()
-            ),
-            exit::CONFIG,
-        )
-    })?;
-    let contexts = obj.entry("contexts").or_insert_with(|| json!([]));
-    if contexts.is_null() {
-        *contexts = json!([]);
-    }
-    contexts
-        .as_array_mut()
-        .ok_or_else(|| {
-            Failure::msg(
-                format!(
-                    "'contexts' in {} is not a list: fix it",
-                    paths.config_file.display()
-                ),
-                exit::CONFIG,
-            )
-        })?
-        .push(site_ctx.to_qsh_context());
-    if obj
-        .get("current_context")
-        .is_none_or(|c| c.as_str().is_none_or(str::is_empty))
-    {
-        obj.insert("current_context".into(), json!(context));
-    }
-    let bytes = render(&root).map_err(|m| Failure::msg(m, exit::CONFIG))?;
+    root.contexts.push(site_ctx.to_qsh_context());
+    default_current(&mut root, context);
+    let bytes = render(&root);
     Config::from_bytes(&paths.config_file, &bytes)?.provider(Some(context))?;
     write_config(&paths.config_file, &bytes)?;
     Ok(Some(paths.config_file.clone()))
@@ -429,11 +357,9 @@ pub fn use_context(name: &str) -> Result<(), Failure> {
     let adopted = adopt_site_context(&paths, &config, name)?;
     let config = super::load_config(&paths)?;
     if config.user_file_exists() {
-        let mut root = config.json().clone();
-        if let Some(obj) = root.as_object_mut() {
-            obj.insert("current_context".into(), json!(name));
-        }
-        let bytes = render(&root).map_err(|m| Failure::msg(m, exit::CONFIG))?;
+        let mut root = config.model().clone();
+        root.current_context = Some(Some(name.to_owned()));
+        let bytes = render(&root);
         Config::from_bytes(&paths.config_file, &bytes)?;
         write_config(&paths.config_file, &bytes)?;
     }
@@ -465,7 +391,7 @@ pub fn init(args: &InitArgs) -> Result<(), Failure> {
     } else {
         Config::empty(&paths.config_file)
     };
-    let merged = merge(config.json_mut(), args).map_err(|m| {
+    let merged = merge(config.model_mut(), args).map_err(|m| {
         let code = if m.starts_with("--") {
             exit::USAGE
         } else {
@@ -481,7 +407,7 @@ pub fn init(args: &InitArgs) -> Result<(), Failure> {
         };
         Failure::msg(m, code)
     })?;
-    let bytes = render(config.json()).map_err(|m| Failure::msg(m, exit::CONFIG))?;
+    let bytes = render(config.model());
     // Read it back as token-core (and so the plugin and `token`) will, before writing anything.
     let check = Config::from_bytes(&paths.config_file, &bytes)?;
     let provider = check.provider(Some(&args.context))?;
@@ -549,6 +475,31 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command, ConfigCommand};
     use clap::Parser;
+    use serde_json::Value;
+
+    /// The config as JSON, as the file holds it.
+    trait ModelJson {
+        fn model_json(&self) -> Value;
+    }
+
+    impl ModelJson for Config {
+        fn model_json(&self) -> Value {
+            serde_json::to_value(self.model()).unwrap()
+        }
+    }
+
+    /// [`super::merge`] on a config given as JSON (as the file holds it).
+    fn merge(root: &mut Value, a: &InitArgs) -> Result<Merged, String> {
+        let mut m: QshConfig = serde_json::from_value(root.clone()).map_err(|e| e.to_string())?;
+        let r = super::merge(&mut m, a)?;
+        *root = serde_json::to_value(&m).unwrap();
+        Ok(r)
+    }
+
+    fn render(root: &Value) -> Result<Vec<u8>, String> {
+        let m: QshConfig = serde_json::from_value(root.clone()).map_err(|e| e.to_string())?;
+        Ok(super::render(&m))
+    }
 
     fn args(extra: &[&str]) -> InitArgs {
         let mut argv = vec![
@@ -569,7 +520,7 @@ mod tests {
 
     #[test]
     fn new_file_has_qlam_core_shape() {
-        let mut root = Config::empty(Path::new("/t/config.json")).json().clone();
+        let mut root = Config::empty(Path::new("/t/config.json")).model_json();
         let m = merge(
             &mut root,
             &args(&["--audience", "https://api.example", "--tenant", "t1"]),
@@ -670,7 +621,7 @@ mod tests {
 
     #[test]
     fn empty_values_clear_fields() {
-        let mut root = Config::empty(Path::new("/t/c.json")).json().clone();
+        let mut root = Config::empty(Path::new("/t/c.json")).model_json();
         merge(
             &mut root,
             &args(&["--audience", "https://a", "--scope", "openid"]),
@@ -685,7 +636,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_arguments_and_name_clashes() {
-        let mut root = Config::empty(Path::new("/t/c.json")).json().clone();
+        let mut root = Config::empty(Path::new("/t/c.json")).model_json();
         let e = merge(&mut root, &args(&["--grant", "client_credentials"])).unwrap_err();
         assert!(e.contains("--client-secret-env"), "{e}");
         let e = merge(&mut root, &args(&["--client-secret-env", "s3cr3t-value!"])).unwrap_err();

@@ -2,6 +2,7 @@
 //! masked secrets that way) or a file only its owner can read. Never the command line.
 
 use super::{SshError, SshResult};
+use crate::config::ConfigSource;
 use crate::secret::Secret;
 use crate::{Error, fsutil};
 use std::path::PathBuf;
@@ -22,8 +23,8 @@ impl ApiKeySource {
             ApiKeySource::Env(var) => {
                 let v = env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
                     SshError::Core(Error::config(
-                        format!("${var}"),
-                        "",
+                        ConfigSource::Environment,
+                        var.as_str(),
                         format!(
                             "the API key of SSH service '{service}' is not set: export {var} \
                              (in CI, a masked secret variable), or set api_key_file for the \
@@ -31,7 +32,7 @@ impl ApiKeySource {
                         ),
                     ))
                 })?;
-                (Secret::new(v), format!("${var}"))
+                (Secret::new(v), (ConfigSource::Environment, var.clone()))
             }
             ApiKeySource::File(path) => {
                 let bytes = fsutil::read_file_following(path, fsutil::Policy::PRIVATE, 16 * 1024)?
@@ -47,15 +48,18 @@ impl ApiKeySource {
                     })?;
                 let text = String::from_utf8(bytes)
                     .map_err(|_| SshError::file(path, "the API key file is not text"))?;
-                (Secret::new(text), path.display().to_string())
+                (
+                    Secret::new(text),
+                    (ConfigSource::File(path.clone()), String::new()),
+                )
             }
         };
         let key = text.expose().trim();
         // It goes into an HTTP header: one line of visible ASCII.
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_graphic()) {
             return Err(SshError::Core(Error::config(
-                origin,
-                "",
+                origin.0,
+                origin.1,
                 "the API key must be one line of printable ASCII without spaces (the value is \
                  not shown)",
             )));

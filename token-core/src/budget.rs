@@ -27,7 +27,8 @@ use crate::m2m::BudgetPolicy;
 use crate::oauth::{OAuthClient, TokenResponse};
 use crate::time::Timestamp;
 use crate::{Error, Result};
-use serde_json::{Value, json};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,21 +72,55 @@ pub fn file_name(issuer: &str, client_id: &str) -> String {
     format!("budget_{prefix}_{hex}.json")
 }
 
+/// The budget file, as written and read.
+#[derive(Debug, Serialize, Deserialize)]
+struct LedgerFile {
+    #[serde(default)]
+    version: u64,
+    #[serde(default)]
+    issuer: String,
+    #[serde(default)]
+    client_id: String,
+    month: String,
+    requests: u64,
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    previous: Option<Previous>,
+    #[serde(default)]
+    updated_at: String,
+}
+
+/// `previous`: the last month with use.
+#[derive(Debug, Serialize, Deserialize)]
+struct Previous {
+    month: String,
+    requests: u64,
+}
+
+/// `previous` is only shown by `status`: a malformed one is dropped, not an error.
+fn lenient<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Previous>, D::Error> {
+    Ok(Previous::deserialize(Value::deserialize(d)?).ok())
+}
+
 fn parse(path: &Path, bytes: &[u8], month: &str) -> Result<Usage> {
-    let bad = |what: &str| Error::store(path, format!("budget file: {what}"));
-    let v: Value = serde_json::from_slice(bytes).map_err(|_| bad("not valid JSON"))?;
-    let m = v["month"].as_str().ok_or_else(|| bad("no month"))?;
-    let n = v["requests"]
-        .as_u64()
-        .ok_or_else(|| bad("no request count"))?;
-    let prev = v["previous"]["month"]
-        .as_str()
-        .zip(v["previous"]["requests"].as_u64())
-        .map(|(m, n)| (m.to_owned(), n));
-    Ok(if m == month {
+    let f: LedgerFile = crate::json::from_slice(bytes).map_err(|r| {
+        let what = if r.syntax {
+            "not valid JSON".to_owned()
+        } else if r.path.is_empty() {
+            r.message
+        } else {
+            format!("field '{}' {}", r.path, r.message)
+        };
+        Error::store(path, format!("budget file: {what}"))
+    })?;
+    let prev = f.previous.map(|p| (p.month, p.requests));
+    Ok(if f.month == month {
         Usage {
-            month: m.to_owned(),
-            requests: n,
+            month: f.month,
+            requests: f.requests,
             previous: prev,
         }
     } else {
@@ -93,7 +128,7 @@ fn parse(path: &Path, bytes: &[u8], month: &str) -> Result<Usage> {
         Usage {
             month: month.to_owned(),
             requests: 0,
-            previous: Some((m.to_owned(), n)),
+            previous: Some((f.month, f.requests)),
         }
     })
 }
@@ -154,17 +189,21 @@ impl Ledger<'_> {
         let before = usage.clone();
         let out = f(&mut usage);
         if usage != before {
-            let mut v = json!({
-                "version": 1,
-                "issuer": self.issuer,
-                "client_id": self.client_id,
-                "month": usage.month,
-                "requests": usage.requests,
-                "updated_at": Timestamp::now().to_isoformat(),
-            });
-            if let Some((m, n)) = &usage.previous {
-                v["previous"] = json!({"month": m, "requests": n});
-            }
+            let file = LedgerFile {
+                version: 1,
+                issuer: self.issuer.to_owned(),
+                client_id: self.client_id.to_owned(),
+                month: usage.month.clone(),
+                requests: usage.requests,
+                previous: usage
+                    .previous
+                    .clone()
+                    .map(|(month, requests)| Previous { month, requests }),
+                updated_at: Timestamp::now().to_isoformat(),
+            };
+            // Through a Value, whose map sorts the keys as the files written so far have them.
+            let v =
+                serde_json::to_value(&file).map_err(|e| Error::store(self.dir, e.to_string()))?;
             let mut bytes =
                 serde_json::to_vec_pretty(&v).map_err(|e| Error::store(self.dir, e.to_string()))?;
             bytes.push(b'\n');
@@ -337,6 +376,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/b.json"), "{e}");
+    }
+
+    #[test]
+    fn refusals_name_the_field_never_the_value() {
+        let e = parse(
+            Path::new("/b.json"),
+            br#"{"month": 202611, "requests": 3}"#,
+            "2026-11",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("'month' must be a string"), "{e}");
+        assert!(!e.contains("202611"), "{e}");
+        let e = parse(Path::new("/b.json"), br#"{"month": "2026-11"}"#, "2026-11")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'requests' is missing"), "{e}");
+        // A malformed `previous` is only dropped.
+        let u = parse(
+            Path::new("b"),
+            br#"{"month": "2026-11", "requests": 3, "previous": {"month": 1}}"#,
+            "2026-11",
+        )
+        .unwrap();
+        assert_eq!((u.requests, u.previous), (3, None));
     }
 
     #[test]

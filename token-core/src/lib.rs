@@ -30,6 +30,7 @@ pub mod faultpoint;
 pub mod fsutil;
 pub mod http;
 pub mod jobcache;
+pub mod json;
 pub mod jwt;
 pub mod lock;
 pub mod logsafe;

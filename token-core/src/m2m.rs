@@ -26,7 +26,9 @@ use crate::fsutil::{self, Policy};
 use crate::oauth::ClientAuth;
 use crate::paths::QshPaths;
 use crate::{Error, Result};
+use serde::{Deserialize, Deserializer, de};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Name of qlam-auth's settings file in the config directory (or in `QLAM_TOKEN_CACHE`).
@@ -109,23 +111,51 @@ pub struct Settings {
     pub path: Option<PathBuf>,
 }
 
-fn positive(v: Option<&Value>, what: &str, path: &ConfigSource) -> Result<Option<u64>> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(n) => n
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| Error::config(path, what, "must be a whole number >= 0")),
-    }
+/// `qlam-auth.json` as read (all keys optional; unknown keys ignored).
+#[derive(Debug, Default, Deserialize)]
+struct SettingsFile {
+    #[serde(default, deserialize_with = "count")]
+    monthly_budget: Option<u64>,
+    #[serde(default, deserialize_with = "percent")]
+    warn_percent: Option<u8>,
+    #[serde(default)]
+    clients: Option<BTreeMap<String, ClientFile>>,
 }
 
-fn percent(v: Option<&Value>, what: &str, path: &ConfigSource) -> Result<Option<u8>> {
-    positive(v, what, path)?
+/// One entry of `clients`.
+#[derive(Debug, Deserialize)]
+struct ClientFile {
+    #[serde(default, deserialize_with = "count")]
+    monthly_budget: Option<u64>,
+    #[serde(default, deserialize_with = "percent")]
+    warn_percent: Option<u8>,
+    #[serde(default, deserialize_with = "client_auth")]
+    token_endpoint_auth_method: Option<ClientAuth>,
+}
+
+fn count<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    Option::<u64>::deserialize(d).map_err(|_| de::Error::custom("must be a whole number >= 0"))
+}
+
+fn percent<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u8>, D::Error> {
+    count(d)?
         .map(|p| {
             u8::try_from(p)
                 .ok()
                 .filter(|p| (1..=100).contains(p))
-                .ok_or_else(|| Error::config(path, what, "must be a percentage, 1 to 100"))
+                .ok_or_else(|| de::Error::custom("must be a percentage, 1 to 100"))
+        })
+        .transpose()
+}
+
+fn client_auth<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<ClientAuth>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|m| {
+            ClientAuth::parse(&m).ok_or_else(|| {
+                de::Error::custom("must be client_secret_basic or client_secret_post")
+            })
         })
         .transpose()
 }
@@ -152,10 +182,10 @@ impl Settings {
             })?);
         }
         if let Some(v) = nonempty(vars::TOKEN_BUDGET_WARN_PERCENT) {
-            s.env_warn = percent(
-                Some(&Value::from(v.trim().parse::<u64>().unwrap_or(0))),
-                vars::TOKEN_BUDGET_WARN_PERCENT,
-                env_path,
+            s.env_warn = percent(Value::from(v.trim().parse::<u64>().unwrap_or(0))).map_err(
+                |e: serde_json::Error| {
+                    Error::config(env_path, vars::TOKEN_BUDGET_WARN_PERCENT, e.to_string())
+                },
             )?;
         }
         s.env_auth = nonempty("QLAM_CLIENT_AUTH_METHOD").and_then(|v| ClientAuth::parse(v.trim()));
@@ -164,49 +194,28 @@ impl Settings {
 
     /// Parses a settings file's content.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
-        let v: Value = serde_json::from_slice(bytes)
-            .map_err(|e| Error::config(path, "", format!("not valid JSON ({e})")))?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| Error::config(path, "", "must be a JSON object"))?;
+        let f: SettingsFile = crate::json::from_slice(bytes).map_err(|r| {
+            let message = match (r.path.as_str(), r.message.as_str()) {
+                ("", "must be an object") => "must be a JSON object".to_owned(),
+                _ => r.message,
+            };
+            Error::config(path, r.path, message)
+        })?;
         let mut s = Settings {
             path: Some(path.to_owned()),
             ..Settings::default()
         };
-        let path = &ConfigSource::File(path.to_owned());
-        s.default_budget.limit =
-            positive(obj.get("monthly_budget"), "monthly_budget", path)?.filter(|n| *n > 0);
-        if let Some(p) = percent(obj.get("warn_percent"), "warn_percent", path)? {
+        s.default_budget.limit = f.monthly_budget.filter(|n| *n > 0);
+        if let Some(p) = f.warn_percent {
             s.default_budget.warn_percent = p;
         }
-        match obj.get("clients") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(clients)) => {
-                for (id, c) in clients {
-                    let at = |k: &str| format!("clients.{id}.{k}");
-                    let auth = match c.get("token_endpoint_auth_method").and_then(Value::as_str) {
-                        None => None,
-                        Some(m) => Some(ClientAuth::parse(m).ok_or_else(|| {
-                            Error::config(
-                                path,
-                                at("token_endpoint_auth_method"),
-                                "must be client_secret_basic or client_secret_post",
-                            )
-                        })?),
-                    };
-                    s.clients.push(ClientSettings {
-                        client_id: id.clone(),
-                        monthly_budget: positive(
-                            c.get("monthly_budget"),
-                            &at("monthly_budget"),
-                            path,
-                        )?,
-                        warn_percent: percent(c.get("warn_percent"), &at("warn_percent"), path)?,
-                        auth,
-                    });
-                }
-            }
-            Some(_) => return Err(Error::config(path, "clients", "must be an object")),
+        for (id, c) in f.clients.unwrap_or_default() {
+            s.clients.push(ClientSettings {
+                client_id: id,
+                monthly_budget: c.monthly_budget,
+                warn_percent: c.warn_percent,
+                auth: c.token_endpoint_auth_method,
+            });
         }
         Ok(s)
     }
@@ -479,5 +488,23 @@ mod tests {
             .to_string();
         assert!(e.contains("percentage"), "{e}");
         assert_eq!(Settings::default().budget("x").limit, None);
+        let e = Settings::from_bytes(
+            Path::new("/q/x.json"),
+            br#"{"clients": {"a": {"monthly_budget": "987654"}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("clients.a.monthly_budget") && e.contains("whole number"),
+            "{e}"
+        );
+        assert!(!e.contains("987654"), "{e}");
+        let e = Settings::from_bytes(Path::new("/q/x.json"), br#"{"clients": [1]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("clients") && e.contains("must be an object"),
+            "{e}"
+        );
     }
 }

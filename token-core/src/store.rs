@@ -19,7 +19,7 @@ use crate::time::Timestamp;
 use crate::{Error, Result};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize, de};
 use serde_json::Value;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -439,22 +439,61 @@ impl CredentialStore {
     }
 }
 
-fn str_field<'a>(v: &'a Value, key: &str, path: &Path) -> Result<Option<&'a str>> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Error::store(
-            path,
-            format!("field '{key}' must be a string"),
-        )),
-    }
+// The read model mirrors the write model below ([`FileOut`]); what QLAM Core may leave out or
+// set to null is optional. The top-level timestamps are only checked: the tokens' own
+// `created_at` is what counts.
+
+#[derive(Deserialize)]
+struct FileIn {
+    #[serde(default, deserialize_with = "timestamp")]
+    created_at: Option<Timestamp>,
+    #[serde(default, deserialize_with = "timestamp")]
+    updated_at: Option<Timestamp>,
+    #[serde(default, deserialize_with = "timestamp")]
+    expires_at: Option<Timestamp>,
+    #[serde(default)]
+    extra: Option<ExtraIn>,
 }
 
-fn time_field(v: &Value, key: &str, path: &Path) -> Result<Option<Timestamp>> {
-    str_field(v, key, path)?
-        .map(|s| {
-            Timestamp::parse(s)
-                .ok_or_else(|| Error::store(path, format!("field '{key}' is not a timestamp")))
+#[derive(Deserialize)]
+struct ExtraIn {
+    #[serde(default)]
+    token_data: Option<TokenDataIn>,
+}
+
+#[derive(Deserialize)]
+struct TokenDataIn {
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default, deserialize_with = "seconds")]
+    expires_in: Option<i64>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    id_token: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default, deserialize_with = "timestamp")]
+    created_at: Option<Timestamp>,
+}
+
+/// A timestamp in either of Python's spellings (`str(datetime)` or `isoformat()`), or null.
+fn timestamp<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Timestamp>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| Timestamp::parse(&s).ok_or_else(|| de::Error::custom("is not a timestamp")))
+        .transpose()
+}
+
+/// `expires_in`: a whole number, or (as Python may write it) a float, truncated; or null.
+fn seconds<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<i64>, D::Error> {
+    Option::<serde_json::Number>::deserialize(d)
+        .map_err(|_| de::Error::custom("is not a number"))?
+        .map(|n| {
+            n.as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+                .ok_or_else(|| de::Error::custom("is not a number"))
         })
         .transpose()
 }
@@ -466,54 +505,32 @@ pub fn parse_credentials(path: &Path, bytes: &[u8]) -> Result<Option<TokenSet>> 
     if !v.is_object() {
         return Err(Error::store(path, "the file is not a JSON object"));
     }
+    // The version first: another version may have another shape.
     if v.get("version").and_then(Value::as_u64) != Some(1) {
         return Err(Error::store(path, "unknown format version (expected 1)"));
     }
-    let updated = time_field(&v, "updated_at", path)?;
-    time_field(&v, "created_at", path)?;
-    time_field(&v, "expires_at", path)?;
-    let Some(td) = v.get("extra").and_then(|e| e.get("token_data")) else {
+    let file: FileIn = crate::json::from_value("", &v)
+        .map_err(|r| Error::store(path, format!("field '{}' {}", r.path, r.message)))?;
+    let _ = (file.created_at, file.expires_at);
+    let Some(td) = file.extra.and_then(|e| e.token_data) else {
         return Ok(None);
     };
-    if td.is_null() {
-        return Ok(None);
-    }
-    if !td.is_object() {
-        return Err(Error::store(path, "extra.token_data is not an object"));
-    }
-    let access = str_field(td, "access_token", path)?
+    let access = td
+        .access_token
         .filter(|s| !s.is_empty())
         .ok_or_else(|| Error::store(path, "extra.token_data has no access_token"))?;
-    let expires_in = match td.get("expires_in") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(
-            n.as_i64()
-                .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
-                .ok_or_else(|| Error::store(path, "extra.token_data.expires_in is not a number"))?,
-        ),
-        Some(_) => {
-            return Err(Error::store(
-                path,
-                "extra.token_data.expires_in is not a number",
-            ));
-        }
-    };
-    let created_at = time_field(td, "created_at", path)?
-        .or(updated)
+    let created_at = td
+        .created_at
+        .or(file.updated_at)
         .ok_or_else(|| Error::store(path, "no created_at for the token"))?;
+    let secret = |s: Option<String>| s.filter(|s| !s.is_empty()).map(Secret::new);
     Ok(Some(TokenSet {
         access_token: Secret::new(access),
-        token_type: str_field(td, "token_type", path)?
-            .unwrap_or("Bearer")
-            .to_owned(),
-        expires_in,
-        refresh_token: str_field(td, "refresh_token", path)?
-            .filter(|s| !s.is_empty())
-            .map(Secret::new),
-        id_token: str_field(td, "id_token", path)?
-            .filter(|s| !s.is_empty())
-            .map(Secret::new),
-        scope: str_field(td, "scope", path)?.map(str::to_owned),
+        token_type: td.token_type.unwrap_or_else(|| "Bearer".to_owned()),
+        expires_in: td.expires_in,
+        refresh_token: secret(td.refresh_token),
+        id_token: secret(td.id_token),
+        scope: td.scope,
         created_at,
     }))
 }
@@ -672,6 +689,47 @@ mod tests {
         }
         let none = parse_credentials(Path::new("x"), b"{\"version\":1,\"extra\":null}").unwrap();
         assert!(none.is_none());
+    }
+
+    #[test]
+    fn refusals_name_the_json_path_never_the_value() {
+        for (bad, field, want) in [
+            (
+                &br#"{"version":1,"extra":{"token_data":{"access_token":"at","refresh_token":987654}}}"#[..],
+                "extra.token_data.refresh_token",
+                "must be a string",
+            ),
+            (
+                br#"{"version":1,"extra":{"token_data":{"access_token":"at","expires_in":"987654"}}}"#,
+                "extra.token_data.expires_in",
+                "is not a number",
+            ),
+            (
+                br#"{"version":1,"extra":{"token_data":"987654"}}"#,
+                "extra.token_data",
+                "must be an object",
+            ),
+            (
+                br#"{"version":1,"expires_at":"987654"}"#,
+                "expires_at",
+                "is not a timestamp",
+            ),
+        ] {
+            let e = parse_credentials(Path::new("/c.json"), bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("'{field}' {want}")), "{e}");
+            assert!(!e.contains("987654"), "{e}");
+        }
+        // Python's float seconds are truncated.
+        let t = parse_credentials(
+            Path::new("x"),
+            br#"{"version":1,"extra":{"token_data":{"access_token":"at","expires_in":59.9,
+                "created_at":"2026-11-22T10:00:00+00:00"}}}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(t.expires_in, Some(59));
     }
 
     #[test]

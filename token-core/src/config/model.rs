@@ -272,81 +272,19 @@ impl QshConfig {
 /// Parses `bytes` as a `T`; a failure is [`Error::Config`] naming `path` (the file, for the
 /// message) and the JSON path of the bad field, never its value.
 pub fn parse<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let v = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let (field, message) = describe(&e, "");
-        Error::config(path, field, message)
-    })?;
-    // Trailing characters are a syntax error, as serde_json::from_slice reports them.
-    de.end().map_err(|e| Error::config(path, "", syntax(&e)))?;
-    Ok(v)
-}
-
-fn syntax(e: &serde_json::Error) -> String {
-    format!("not valid JSON (line {}, column {})", e.line(), e.column())
+    crate::json::from_slice(bytes).map_err(|r| {
+        let message = match (r.path.as_str(), r.message.as_str()) {
+            ("", "must be an object") => "must be a JSON object".to_owned(),
+            ("contexts", "is missing") => "missing: the config must list its contexts".to_owned(),
+            _ => r.message,
+        };
+        Error::config(path, r.path, message)
+    })
 }
 
 /// Reads `v` (found at `at` in `source`) as a `T`, as [`parse`] does.
 pub fn from_value<T: DeserializeOwned>(source: &ConfigSource, at: &str, v: &Value) -> Result<T> {
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let (field, message) = describe(&e, at);
-        Error::config(source, field, message)
-    })
-}
-
-/// The JSON path (below `base`) and a message for a parse failure, with no value from the file
-/// in it.
-pub(crate) fn describe(
-    e: &serde_path_to_error::Error<serde_json::Error>,
-    base: &str,
-) -> (String, String) {
-    let inner = e.inner();
-    if !inner.is_data() {
-        return (String::new(), syntax(inner));
-    }
-    let below = e.path().to_string();
-    let at = match (base, below.as_str()) {
-        (b, ".") => b.to_owned(),
-        ("", p) => p.to_owned(),
-        (b, p) if p.starts_with('[') => format!("{b}{p}"),
-        (b, p) => format!("{b}.{p}"),
-    };
-    let join = |f: &str| {
-        if at.is_empty() {
-            f.to_owned()
-        } else {
-            format!("{at}.{f}")
-        }
-    };
-    // serde's own text quotes the offending value ("invalid type: integer `7`, expected a
-    // string"): only its field names and its "expected" part are kept.
-    let text = inner.to_string();
-    let text = text.split(" at line ").next().unwrap_or("");
-    if let Some(f) = text
-        .strip_prefix("missing field `")
-        .and_then(|r| r.split('`').next())
-    {
-        let message = if at.is_empty() && f == "contexts" {
-            "missing: the config must list its contexts"
-        } else {
-            "is missing"
-        };
-        return (join(f), message.to_owned());
-    }
-    let expected = text.rsplit_once(", expected ").map(|(_, x)| x);
-    let message = match expected {
-        Some(x) if x.starts_with("struct ") || x == "a map" => {
-            if at.is_empty() {
-                "must be a JSON object".to_owned()
-            } else {
-                "must be an object".to_owned()
-            }
-        }
-        Some("a sequence") => "must be a list".to_owned(),
-        Some(x) if !x.contains('`') => format!("must be {x}"),
-        _ => "has a value of the wrong form".to_owned(),
-    };
-    (at, message)
+    crate::json::from_value(at, v).map_err(|r| Error::config(source, r.path, r.message))
 }
 
 #[cfg(test)]

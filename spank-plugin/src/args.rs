@@ -434,22 +434,10 @@ fn parse_grants(value: &str) -> Result<Vec<GrantType>, String> {
 fn parse_issuers(value: &str) -> Result<Vec<String>, String> {
     let mut list = Vec::new();
     for item in value.split(',') {
-        let item = item.trim().trim_end_matches('/');
-        if item.is_empty() {
+        if item.trim().is_empty() {
             continue;
         }
-        let rest = item
-            .strip_prefix("https://")
-            .ok_or_else(|| format!("'{item}' is not an https:// URL"))?;
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err(format!("'{item}' has no host"));
-        }
-        if item.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "'{item}' contains whitespace or control characters"
-            ));
-        }
-        list.push(item.to_owned());
+        list.push(token_core::config::IssuerUrl::parse_explicit(item)?.into_string());
     }
     if list.is_empty() {
         return Err("empty list".to_owned());

@@ -10,7 +10,7 @@
 //!
 //! N processes that need a refresh at once therefore cause exactly one token request.
 
-use crate::config::{ProviderConfig, normalize_issuer};
+use crate::config::{IssuerUrl, ProviderConfig};
 use crate::http::{HttpSettings, SharedHttp, UreqClient};
 use crate::oauth::{OAuthClient, TokenResponse};
 use crate::paths::QshPaths;
@@ -160,7 +160,7 @@ impl Broker {
         if let Some(allowed) = &http.allowed_issuers {
             let ok = allowed
                 .iter()
-                .any(|a| normalize_issuer(a, true).is_ok_and(|a| a == provider.issuer));
+                .any(|a| IssuerUrl::parse(a, true).is_ok_and(|a| a == provider.issuer));
             if !ok {
                 return Err(Error::config(
                     &provider.config_path,

@@ -20,6 +20,11 @@ use token_core::{deliver, fsutil, jwt};
 use crate::args::Args;
 use crate::hooks::{Backend, Delivery, Exchange, JobTokens, RenewerSpec, Request};
 
+/// The daemon's own environment (slurmstepd's), for the settings only the site may make.
+fn daemon_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 /// The production [`Backend`].
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TokenCore;
@@ -29,17 +34,25 @@ impl TokenCore {
     /// outside the site's `issuers` list here, before anything is read from the store.
     fn broker(req: &Request<'_>) -> Result<(Broker, ProviderConfig), String> {
         let paths = QshPaths::resolve(req.home, req.env);
-        let config =
-            Config::load_with_site(&paths, req.args.site.clone()).map_err(|e| e.to_string())?;
+        // The job's environment for its paths and `env:` references; slurmd's (the daemon's)
+        // for what only the site may set: plain http to a loopback issuer, budget overrides.
+        let config = Config::load_with_site(&paths, req.args.site.clone())
+            .map_err(|e| e.to_string())?
+            .with_http_loopback(token_core::config::allow_http_loopback(&daemon_env));
         let provider = config
             .provider_with_env(req.context, req.env)
             .map_err(|e| e.to_string())?;
         // At submission (sbatch fails with the fix) and in the job (task_init fails the job).
         req.args.check_grant(provider.grant_type)?;
         // plugstack timeout= bounds the whole hook: lock wait, discovery, request and retries.
-        let broker = Broker::new(&paths, provider.clone(), &http_settings(req.args))
-            .map_err(|e| e.to_string())?
-            .with_deadline(Instant::now() + req.args.timeout);
+        let broker = Broker::new(
+            &paths,
+            provider.clone(),
+            &http_settings(req.args),
+            &daemon_env,
+        )
+        .map_err(|e| e.to_string())?
+        .with_deadline(Instant::now() + req.args.timeout);
         Ok((broker, provider))
     }
 }
@@ -338,7 +351,7 @@ impl Backend for TokenCore {
             .map_err(|e| format!("m2m_cache: {e}"))?;
         let paths = crate::site::cache_paths(&args.m2m_cache, &account.name);
         let provider = acct.provider(&account.name, &account.file);
-        let broker = Broker::new(&paths, provider, &http_settings(args))
+        let broker = Broker::new(&paths, provider, &http_settings(args), &daemon_env)
             .map_err(|e| e.to_string())?
             .with_settings(acct.settings());
         let got = broker

@@ -63,11 +63,13 @@ fn the_site_context_serves_users_without_a_config_of_their_own() {
     let paths = QshPaths::resolve(home.path(), &|_| None);
     let provider = token_core::config::Config::load_with_site(&paths, args.site.clone())
         .unwrap()
-        .provider(None)
+        .provider_with_env(None, &|_| None)
         .unwrap();
-    let broker = token_core::broker::Broker::new(&paths, provider, &idp.http_settings())
-        .unwrap()
-        .with_http(idp.http());
+    let broker = token_core::broker::Broker::new(&paths, provider, &idp.http_settings(), &|k| {
+        std::env::var(k).ok()
+    })
+    .unwrap()
+    .with_http(idp.http());
     let oauth = broker.oauth().unwrap();
     let auth = oauth.start_device().unwrap();
     idp.approve("alice", &auth.user_code);

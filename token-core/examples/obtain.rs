@@ -67,12 +67,15 @@ fn args() -> Res<Args> {
 
 fn broker(a: &Args) -> Res<Broker> {
     let paths = QshPaths::resolve(&a.home, &|_| None);
-    let provider = Config::load(&paths)?.provider(Some(CONTEXT))?;
+    let provider =
+        Config::load(&paths)?.provider_with_env(Some(CONTEXT), &|k| std::env::var(k).ok())?;
     let http = HttpSettings {
         ca_bundle: a.ca.clone(),
         ..HttpSettings::default()
     };
-    Ok(Broker::new(&paths, provider, &http)?)
+    Ok(Broker::new(&paths, provider, &http, &|k| {
+        std::env::var(k).ok()
+    })?)
 }
 
 fn unix_ns() -> u128 {
@@ -114,7 +117,9 @@ fn login(a: &Args) -> Res<()> {
 
 fn expire(a: &Args) -> Res<()> {
     let paths = QshPaths::resolve(&a.home, &|_| None);
-    let key = Config::load(&paths)?.provider(Some(CONTEXT))?.cache_key();
+    let key = Config::load(&paths)?
+        .provider_with_env(Some(CONTEXT), &|k| std::env::var(k).ok())?
+        .cache_key();
     let store = CredentialStore::new(&paths);
     let mut t = store.load(&key)?.ok_or("not logged in")?.tokens;
     t.created_at = Timestamp::now().plus_seconds(-7200);

@@ -155,8 +155,16 @@ fn subject_of(t: &TokenSet) -> Option<String> {
 
 impl Broker {
     /// A broker for `provider`'s tokens in `paths`. Refuses an issuer outside
-    /// `http.allowed_issuers`. Nothing is read and no connection is made yet.
-    pub fn new(paths: &QshPaths, provider: ProviderConfig, http: &HttpSettings) -> Result<Self> {
+    /// `http.allowed_issuers`. `env` is the environment whose settings overrides
+    /// (`QLAM_TOKEN_BUDGET` ..., see [`crate::m2m::Settings::load`]) apply: the CLI's, or in the
+    /// plugin the daemon's (never a job's). Only `qlam-auth.json` is read; no connection is made
+    /// yet.
+    pub fn new(
+        paths: &QshPaths,
+        provider: ProviderConfig,
+        http: &HttpSettings,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
         if let Some(allowed) = &http.allowed_issuers {
             let ok = allowed
                 .iter()
@@ -178,7 +186,7 @@ impl Broker {
             provider,
             http_settings: http.clone(),
             http: OnceLock::new(),
-            settings: crate::m2m::Settings::load(&paths.config_dir, &|k| std::env::var(k).ok())?,
+            settings: crate::m2m::Settings::load(&paths.config_dir, env)?,
             deadline: None,
         })
     }

@@ -19,8 +19,8 @@
 #![forbid(unsafe_code)]
 
 use crate::config::{
-    ConfigSource, EnvSnapshot, GrantType, ProviderConfig, SecretSource,
-    allow_http_loopback_from_env, normalize_issuer,
+    ConfigSource, EnvSnapshot, GrantType, ProviderConfig, SecretSource, allow_http_loopback,
+    normalize_issuer,
 };
 use crate::fsutil::{self, Policy};
 use crate::oauth::ClientAuth;
@@ -296,7 +296,7 @@ pub fn env_context(
     };
     let client_id = get(vars::CLIENT_ID).ok_or_else(|| missing(vars::CLIENT_ID))?;
     let raw_issuer = get(vars::AUTH_BASE_URL).ok_or_else(|| missing(vars::AUTH_BASE_URL))?;
-    let issuer = normalize_issuer(&raw_issuer, allow_http_loopback_from_env())
+    let issuer = normalize_issuer(&raw_issuer, allow_http_loopback(env))
         .map_err(|m| Error::config(&origin, vars::AUTH_BASE_URL, m))?;
     let client_secret = if let Some(k) = get(vars::CLIENT_KEY_FILE) {
         SecretSource::PrivateKeyJwt(PathBuf::from(k))
@@ -379,32 +379,35 @@ pub fn wants_env_mode(
 
 /// The broker for `context` as every front end picks it: environment mode (see
 /// [`wants_env_mode`]) or the context of the qsh config (default: its current context), with
-/// the site file's contexts behind the user's (`site`, loaded by the caller).
+/// the site file's contexts behind the user's (`site`, loaded by the caller). `env` is the
+/// caller's environment (environment mode, `env:` secrets, settings overrides).
 pub fn select_broker(
     context: Option<&str>,
+    paths: &QshPaths,
+    env: &dyn Fn(&str) -> Option<String>,
     http: &crate::http::HttpSettings,
     site: Option<crate::site::Site>,
 ) -> Result<crate::broker::Broker> {
-    let paths = QshPaths::from_process_env()?;
-    let env = |k: &str| std::env::var(k).ok();
+    let loopback = allow_http_loopback(env);
     let config = if paths.config_file.exists() {
-        Some(crate::config::Config::load(&paths)?)
+        Some(crate::config::Config::load(paths)?.with_http_loopback(loopback))
     } else {
         None
     };
     let has_env_context = config
         .as_ref()
         .is_some_and(|c| c.context_names().iter().any(|n| n == ENV_CONTEXT));
-    if wants_env_mode(context, config.is_some(), has_env_context, &env) {
-        let (cache_paths, provider) = env_context(&paths, &env)?;
-        return crate::broker::Broker::new(&cache_paths, provider, http);
+    if wants_env_mode(context, config.is_some(), has_env_context, env) {
+        let (cache_paths, provider) = env_context(paths, env)?;
+        return crate::broker::Broker::new(&cache_paths, provider, http, env);
     }
     let config = match config {
         Some(c) => c.with_site(site),
-        None => crate::config::Config::load_with_site(&paths, site)?, // or explains what is missing
+        // Or explains what is missing.
+        None => crate::config::Config::load_with_site(paths, site)?.with_http_loopback(loopback),
     };
-    let provider = config.provider(context)?;
-    crate::broker::Broker::new(&paths, provider, http)
+    let provider = config.provider_with_env(context, env)?;
+    crate::broker::Broker::new(paths, provider, http, env)
 }
 
 #[cfg(test)]

@@ -37,19 +37,23 @@ impl QshPaths {
         }
     }
 
-    /// Resolves from this process's environment (`HOME`, then the password database).
-    pub fn from_process_env() -> crate::Result<Self> {
-        let home = match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+    /// Resolves from an environment (`HOME` in `env`, else `home`: the caller's home from the
+    /// password database).
+    pub fn from_env(
+        env: &dyn Fn(&str) -> Option<String>,
+        home: Option<PathBuf>,
+    ) -> crate::Result<Self> {
+        let home = match env("HOME").filter(|h| !h.is_empty()) {
             Some(h) => PathBuf::from(h),
-            None => std::env::home_dir().ok_or_else(|| {
+            None => home.ok_or_else(|| {
                 crate::Error::config(
-                    "$HOME",
-                    "",
+                    crate::config::ConfigSource::Environment,
+                    "HOME",
                     "cannot find your home directory: set HOME or QSH_CONFIG_DIR",
                 )
             })?,
         };
-        Ok(Self::resolve(&home, &|k| std::env::var(k).ok()))
+        Ok(Self::resolve(&home, env))
     }
 }
 

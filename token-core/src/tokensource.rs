@@ -43,7 +43,10 @@ impl TokenSource {
     /// The source for `context` (or environment mode), chosen as `qlam-auth token` does (without
     /// a site file).
     pub fn select(context: Option<&str>, http: &HttpSettings) -> Result<Self> {
-        crate::m2m::select_broker(context, http, None).map(Self::new)
+        // A service's own process: its environment is the one that counts.
+        let env = |k: &str| std::env::var(k).ok();
+        let paths = crate::paths::QshPaths::from_env(&env, std::env::home_dir())?;
+        crate::m2m::select_broker(context, &paths, &env, http, None).map(Self::new)
     }
 
     /// Changes how fresh tokens must be and how long to wait for the lock.

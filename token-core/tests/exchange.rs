@@ -155,9 +155,11 @@ fn m2m_token_exchange_takes_its_subject_token_from_the_callers_environment() {
             (k == "JOB_SUBJECT").then(|| subject.clone())
         })
         .unwrap();
-    let broker = Broker::new(&paths, provider, &idp.http_settings())
-        .unwrap()
-        .with_http(idp.http());
+    let broker = Broker::new(&paths, provider, &idp.http_settings(), &|k| {
+        std::env::var(k).ok()
+    })
+    .unwrap()
+    .with_http(idp.http());
     let got = broker.obtain(&opts()).unwrap();
     assert_eq!(
         idp.resource_status(STORAGE, got.access_token.expose()),
@@ -170,13 +172,15 @@ fn m2m_token_exchange_takes_its_subject_token_from_the_callers_environment() {
         .unwrap()
         .provider_with_env(Some("te"), &|_| None)
         .unwrap();
-    let err = Broker::new(&paths, provider, &idp.http_settings())
-        .unwrap()
-        .with_http(idp.http())
-        .oauth()
-        .unwrap()
-        .machine_token()
-        .unwrap_err();
+    let err = Broker::new(&paths, provider, &idp.http_settings(), &|k| {
+        std::env::var(k).ok()
+    })
+    .unwrap()
+    .with_http(idp.http())
+    .oauth()
+    .unwrap()
+    .machine_token()
+    .unwrap_err();
     assert!(
         err.to_string().contains("$JOB_SUBJECT is unset or empty"),
         "{err}"

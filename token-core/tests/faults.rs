@@ -72,7 +72,7 @@ fn child_refresh() {
     let paths = token_core::paths::QshPaths::resolve(Path::new(&home), &|_| None);
     let provider = token_core::config::Config::load(&paths)
         .unwrap()
-        .provider(Some(USER_CONTEXT))
+        .provider_with_env(Some(USER_CONTEXT), &|k| std::env::var(k).ok())
         .unwrap();
     let http = token_core::http::HttpSettings {
         timeout: Duration::from_secs(20),
@@ -80,7 +80,9 @@ fn child_refresh() {
         ca_bundle: Some(std::env::var("QLAM_TEST_CA").unwrap().into()),
         allowed_issuers: None,
     };
-    let broker = token_core::broker::Broker::new(&paths, provider, &http).unwrap();
+    let broker =
+        token_core::broker::Broker::new(&paths, provider, &http, &|k| std::env::var(k).ok())
+            .unwrap();
     if std::env::var_os("QLAM_TEST_GATE").is_some() {
         eprintln!("READY");
         let mut b = [0u8; 1];

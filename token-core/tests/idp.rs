@@ -109,9 +109,11 @@ fn child_obtain() {
     let paths = token_core::paths::QshPaths::resolve(std::path::Path::new(&dir), &|_| None);
     let provider = token_core::config::Config::load(&paths)
         .unwrap()
-        .provider(Some(USER_CONTEXT))
+        .provider_with_env(Some(USER_CONTEXT), &|k| std::env::var(k).ok())
         .unwrap();
-    let broker = token_core::broker::Broker::new(&paths, provider, &idp).unwrap();
+    let broker =
+        token_core::broker::Broker::new(&paths, provider, &idp, &|k| std::env::var(k).ok())
+            .unwrap();
     let go = std::path::PathBuf::from(std::env::var("QLAM_TEST_GO").unwrap());
     while !go.exists() {
         std::thread::sleep(Duration::from_millis(1));
@@ -313,9 +315,13 @@ fn misbehaving_idp_gives_typed_errors_and_keeps_the_store() {
     let kept = file_bytes(&file);
     let mut settings = idp.http_settings();
     settings.timeout = Duration::from_secs(3);
-    let broker =
-        token_core::broker::Broker::new(&home.paths, home.provider(USER_CONTEXT), &settings)
-            .unwrap();
+    let broker = token_core::broker::Broker::new(
+        &home.paths,
+        home.provider(USER_CONTEXT),
+        &settings,
+        &|k| std::env::var(k).ok(),
+    )
+    .unwrap();
     // Make the stored access token truly expired so that no stale fallback applies.
     let store = token_core::store::CredentialStore::new(&home.paths);
     let key = home.provider(USER_CONTEXT).cache_key();

@@ -74,11 +74,13 @@ impl M2mHome {
     fn broker(&self, idp: &Idp) -> Broker {
         let provider = token_core::config::Config::load(&self.paths)
             .unwrap()
-            .provider(Some("ctx"))
+            .provider_with_env(Some("ctx"), &|k| std::env::var(k).ok())
             .unwrap();
-        Broker::new(&self.paths, provider, &idp.http_settings())
-            .unwrap()
-            .with_http(idp.http())
+        Broker::new(&self.paths, provider, &idp.http_settings(), &|k| {
+            std::env::var(k).ok()
+        })
+        .unwrap()
+        .with_http(idp.http())
     }
 
     fn private_file(&self, name: &str, text: &str) -> PathBuf {
@@ -252,9 +254,11 @@ fn rotation_tries_the_next_secret_on_invalid_client() {
             _ => None,
         })
         .unwrap();
-    let broker = Broker::new(&home.paths, provider, &idp.http_settings())
-        .unwrap()
-        .with_http(idp.http());
+    let broker = Broker::new(&home.paths, provider, &idp.http_settings(), &|k| {
+        std::env::var(k).ok()
+    })
+    .unwrap()
+    .with_http(idp.http());
     let before = cc(idp);
     let got = broker.obtain(&opts()).unwrap();
     assert_eq!(cc(idp) - before, 2);

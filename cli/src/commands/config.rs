@@ -40,11 +40,8 @@ fn is_env_var_name(s: &str) -> bool {
 /// are absent (an existing provider keeps its value; a new one gets `null`); an empty value
 /// (`--audience ''`) becomes `null`.
 pub fn provider_entry(args: &InitArgs) -> Result<AuthProvider, String> {
-    let issuer = normalize_issuer(
-        &args.issuer,
-        token_core::config::allow_http_loopback_from_env(),
-    )
-    .map_err(|m| format!("--issuer: {m}"))?;
+    let issuer = normalize_issuer(&args.issuer, super::http_loopback())
+        .map_err(|m| format!("--issuer: {m}"))?;
     let non_empty = |flag: &str, v: &str| {
         if v.trim().is_empty() {
             Err(format!("{flag} must not be empty"))
@@ -247,7 +244,9 @@ pub fn adopt_site_context(
     root.contexts.push(site_ctx.to_qsh_context());
     default_current(&mut root, context);
     let bytes = render(&root);
-    Config::from_bytes(&paths.config_file, &bytes)?.provider(Some(context))?;
+    Config::from_bytes(&paths.config_file, &bytes)?
+        .with_http_loopback(super::http_loopback())
+        .provider_with_env(Some(context), &super::env)?;
     write_config(&paths.config_file, &bytes)?;
     Ok(Some(paths.config_file.clone()))
 }
@@ -266,7 +265,7 @@ pub fn effective_settings(
             config.current_context_origin(),
         ),
     };
-    let provider = config.provider(name.as_deref())?;
+    let provider = config.provider_with_env(name.as_deref(), &super::env)?;
     let ctx_origin = if config.user_has_context(&provider.context) {
         Origin::UserConfig
     } else {
@@ -309,7 +308,7 @@ pub fn effective_settings(
 
 /// Runs `config show`.
 pub fn show(args: &ShowArgs) -> Result<(), Failure> {
-    let paths = QshPaths::from_process_env()?;
+    let paths = super::qsh_paths()?;
     let site_path = super::site_file();
     let config = super::load_config(&paths)?;
     let rows = effective_settings(&config, args.context.as_deref())?;
@@ -350,17 +349,17 @@ pub fn show(args: &ShowArgs) -> Result<(), Failure> {
 
 /// Runs `use-context NAME`.
 pub fn use_context(name: &str) -> Result<(), Failure> {
-    let paths = QshPaths::from_process_env()?;
+    let paths = super::qsh_paths()?;
     let config = super::load_config(&paths)?;
     // Says "did you mean" for a typo.
-    config.provider(Some(name))?;
+    config.provider_with_env(Some(name), &super::env)?;
     let adopted = adopt_site_context(&paths, &config, name)?;
     let config = super::load_config(&paths)?;
     if config.user_file_exists() {
         let mut root = config.model().clone();
         root.current_context = Some(Some(name.to_owned()));
         let bytes = render(&root);
-        Config::from_bytes(&paths.config_file, &bytes)?;
+        Config::from_bytes(&paths.config_file, &bytes)?.with_http_loopback(super::http_loopback());
         write_config(&paths.config_file, &bytes)?;
     }
     let mut s = format!(
@@ -379,7 +378,7 @@ pub fn use_context(name: &str) -> Result<(), Failure> {
 
 /// Runs `config init`.
 pub fn init(args: &InitArgs) -> Result<(), Failure> {
-    let paths = QshPaths::from_process_env()?;
+    let paths = super::qsh_paths()?;
     let exists = paths.config_file.try_exists().map_err(|e| {
         Failure::msg(
             format!("cannot look at {}: {e}", paths.config_file.display()),
@@ -387,7 +386,7 @@ pub fn init(args: &InitArgs) -> Result<(), Failure> {
         )
     })?;
     let mut config = if exists {
-        Config::load(&paths)?
+        Config::load(&paths)?.with_http_loopback(super::http_loopback())
     } else {
         Config::empty(&paths.config_file)
     };
@@ -409,8 +408,9 @@ pub fn init(args: &InitArgs) -> Result<(), Failure> {
     })?;
     let bytes = render(config.model());
     // Read it back as token-core (and so the plugin and `token`) will, before writing anything.
-    let check = Config::from_bytes(&paths.config_file, &bytes)?;
-    let provider = check.provider(Some(&args.context))?;
+    let check =
+        Config::from_bytes(&paths.config_file, &bytes)?.with_http_loopback(super::http_loopback());
+    let provider = check.provider_with_env(Some(&args.context), &super::env)?;
     if provider.grant_type == token_core::config::GrantType::DeviceCode && provider.tenant.is_none()
     {
         ui::warn(
@@ -420,8 +420,12 @@ pub fn init(args: &InitArgs) -> Result<(), Failure> {
     }
     if !args.offline {
         // The issuer must be an identity provider that calls itself by that name.
-        let broker =
-            token_core::broker::Broker::new(&paths, provider.clone(), &super::http_settings())?;
+        let broker = token_core::broker::Broker::new(
+            &paths,
+            provider.clone(),
+            &super::http_settings(),
+            &super::env,
+        )?;
         broker.oauth()?.discovery()?;
     }
     write_config(&paths.config_file, &bytes)?;
@@ -543,7 +547,7 @@ mod tests {
         // token-core reads back what we wrote.
         let bytes = render(&root).unwrap();
         let cfg = Config::from_bytes(Path::new("/t/config.json"), &bytes).unwrap();
-        let p = cfg.provider(None).unwrap();
+        let p = cfg.provider_with_env(None, &|_| None).unwrap();
         assert_eq!(p.cache_key(), "oauth_default_qlam");
         assert_eq!(p.audience.as_deref(), Some("https://api.example"));
     }
@@ -616,7 +620,10 @@ mod tests {
         assert_eq!(p["audience"], "https://api.example", "not given: kept");
         let bytes = render(&root).unwrap();
         let cfg = Config::from_bytes(Path::new("/t/c.json"), &bytes).unwrap();
-        assert_eq!(cfg.provider(None).unwrap().client_id, "qlam-cli");
+        assert_eq!(
+            cfg.provider_with_env(None, &|_| None).unwrap().client_id,
+            "qlam-cli"
+        );
     }
 
     #[test]

@@ -87,11 +87,11 @@ impl Check {
 /// Runs `doctor`.
 pub fn run(args: &DoctorArgs) -> Result<(), Failure> {
     let mut checks = Vec::new();
-    let paths = QshPaths::from_process_env()?;
+    let paths = super::qsh_paths()?;
     let provider = check_config(&paths, args.context.as_deref(), &mut checks);
     check_dirs(&paths, &mut checks);
     match &provider {
-        Some(p) => match Broker::new(&paths, p.clone(), &http_settings()) {
+        Some(p) => match Broker::new(&paths, p.clone(), &http_settings(), &super::env) {
             Ok(broker) => {
                 check_login(&broker, &mut checks);
                 check_idp(&broker, &mut checks);
@@ -204,7 +204,9 @@ fn check_config(
             None
         }
     };
-    let config = match Config::load_with_site(paths, site) {
+    let config = match Config::load_with_site(paths, site)
+        .map(|c| c.with_http_loopback(super::http_loopback()))
+    {
         Ok(c) => {
             if let Ok(rows) = super::config::effective_settings(&c, context) {
                 let text: Vec<String> = rows
@@ -224,7 +226,7 @@ fn check_config(
             return None;
         }
     };
-    match config.provider(context) {
+    match config.provider_with_env(context, &super::env) {
         Ok(p) => {
             checks.push(check(
                 Level::Ok,

@@ -85,7 +85,7 @@ pub fn run(args: &LoginArgs) -> Result<(), Failure> {
     // A context from the site file goes into the user's config.json before the login is
     // stored, so that QLAM Shell and QLAM Core read the same login.
     if sel.provider.context != token_core::m2m::ENV_CONTEXT {
-        let paths = token_core::paths::QshPaths::from_process_env()?;
+        let paths = super::qsh_paths()?;
         let config = super::load_config(&paths)?;
         if let Some(file) =
             super::config::adopt_site_context(&paths, &config, &sel.provider.context)?

@@ -36,15 +36,31 @@ pub fn load_site() -> Result<Option<Site>, Failure> {
     Ok(Site::load(site_file())?)
 }
 
+/// The CLI's environment: commands read variables through this, and pass it to token-core
+/// (which reads none itself).
+pub fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// This user's qsh paths: `HOME` (else the password database), `QSH_CONFIG_DIR`, `QSH_CONFIG`.
+pub fn qsh_paths() -> token_core::Result<QshPaths> {
+    QshPaths::from_env(&env, std::env::home_dir())
+}
+
+/// True if `QLAM_AUTH_ALLOW_HTTP_LOOPBACK=1` allows plain http to a loopback issuer
+/// (development only).
+pub fn http_loopback() -> bool {
+    token_core::config::allow_http_loopback(&env)
+}
+
 /// The user's config with the site's contexts behind it.
 pub fn load_config(paths: &QshPaths) -> Result<Config, Failure> {
-    Ok(Config::load_with_site(paths, load_site()?)?)
+    Ok(Config::load_with_site(paths, load_site()?)?.with_http_loopback(http_loopback()))
 }
 
 /// Warns when pipeline variables are set but a config file makes them unused.
 pub fn warn_ignored_pipeline_vars(context: Option<&str>, paths: &QshPaths) {
-    let id_set =
-        std::env::var(token_core::m2m::vars::CLIENT_ID).is_ok_and(|v| !v.trim().is_empty());
+    let id_set = env(token_core::m2m::vars::CLIENT_ID).is_some_and(|v| !v.trim().is_empty());
     if id_set && context.is_none() && paths.config_file.exists() {
         crate::ui::warn(&format!(
             "{} and the other pipeline variables are ignored because {} exists (precedence: \
@@ -74,10 +90,12 @@ pub fn http_settings() -> HttpSettings {
 /// `env` of environment mode (`QLAM_CLIENT_ID`, `QLAM_CLIENT_SECRET`, `QLAM_AUDIENCE`,
 /// `AUTH_BASE_URL`): with `--context env`, or with no config file at all.
 pub fn select(context: Option<&str>) -> Result<Selected, Failure> {
-    if let Ok(paths) = QshPaths::from_process_env() {
+    if let Ok(paths) = qsh_paths() {
         warn_ignored_pipeline_vars(context, &paths);
     }
-    let broker = token_core::m2m::select_broker(context, &http_settings(), load_site()?)?;
+    let paths = qsh_paths()?;
+    let broker =
+        token_core::m2m::select_broker(context, &paths, &env, &http_settings(), load_site()?)?;
     Ok(Selected {
         provider: broker.provider().clone(),
         broker,

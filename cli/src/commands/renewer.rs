@@ -53,9 +53,10 @@ pub fn run(a: &JobRenewerArgs) -> Result<(), Failure> {
             Some(f) => token_core::site::Site::load(f)?,
             None => None,
         };
-        let config = Config::load_with_site(&paths, site)?;
+        let config =
+            Config::load_with_site(&paths, site)?.with_http_loopback(super::http_loopback());
         let provider = config.provider_with_env(a.context.as_deref(), &env)?;
-        Ok(Broker::new(&paths, provider, &http)?
+        Ok(Broker::new(&paths, provider, &http, &super::env)?
             .with_deadline(Instant::now() + Duration::from_secs(a.timeout)))
     };
     // With token exchange: every job token this renewer saw, revoked when the job ends.

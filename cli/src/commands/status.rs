@@ -93,7 +93,7 @@ fn inspect(
         }
     };
     st.provider = Some(provider.clone());
-    let broker = match Broker::new(paths, provider.clone(), &http_settings()) {
+    let broker = match Broker::new(paths, provider.clone(), &http_settings(), &super::env) {
         Ok(b) => b,
         Err(e) => {
             st.error = Some(e);
@@ -308,7 +308,7 @@ fn lifetime_text(life: std::time::Duration) -> String {
 
 /// Runs `status`.
 pub fn run(args: &StatusArgs) -> Result<(), Failure> {
-    let paths = QshPaths::from_process_env()?;
+    let paths = super::qsh_paths()?;
     let env = |k: &str| std::env::var(k).ok();
     let config_exists = paths.config_file.exists();
     let config = if config_exists {
@@ -349,10 +349,18 @@ pub fn run(args: &StatusArgs) -> Result<(), Failure> {
                 .map(str::to_owned)
                 // provider(None) explains what to do when no context is current.
                 .ok_or_else(|| {
-                    config.provider(None).err().map_or_else(
-                        || Failure::msg("no current context: pass --context NAME", exit::CONFIG),
-                        Failure::from,
-                    )
+                    config
+                        .provider_with_env(None, &super::env)
+                        .err()
+                        .map_or_else(
+                            || {
+                                Failure::msg(
+                                    "no current context: pass --context NAME",
+                                    exit::CONFIG,
+                                )
+                            },
+                            Failure::from,
+                        )
                 })?,
         };
         vec![name]
@@ -370,7 +378,13 @@ pub fn run(args: &StatusArgs) -> Result<(), Failure> {
         .iter()
         .map(|n| {
             let current = config.current_context() == Some(n.as_str());
-            inspect(&paths, config.provider(Some(n)), n, current, now)
+            inspect(
+                &paths,
+                config.provider_with_env(Some(n), &super::env),
+                n,
+                current,
+                now,
+            )
         })
         .collect();
     report(args, &all, now)

@@ -125,7 +125,7 @@ fn provider() -> token_core::config::ProviderConfig {
         "grant_type": "device_code"}]}]}"#;
     token_core::config::Config::from_bytes(Path::new("/home/alice/.qsh/config.json"), cfg)
         .unwrap()
-        .provider(None)
+        .provider_with_env(None, &|_| None)
         .unwrap()
 }
 

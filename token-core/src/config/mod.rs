@@ -118,6 +118,7 @@ pub struct Config {
     model: QshConfig,
     site: Option<Site>,
     exists: bool,
+    allow_http_loopback: bool,
 }
 
 /// Where an effective setting came from.
@@ -184,6 +185,14 @@ impl Config {
         }
     }
 
+    /// Allows `http://` issuers on a loopback host (development only; see
+    /// [`issuer::allow_http_loopback`]: the caller decides from its own environment, never a
+    /// job's). Off unless set.
+    pub fn with_http_loopback(mut self, allow: bool) -> Self {
+        self.allow_http_loopback = allow;
+        self
+    }
+
     /// This config with `site`'s contexts behind it.
     pub fn with_site(mut self, site: Option<Site>) -> Self {
         self.site = site;
@@ -228,6 +237,7 @@ impl Config {
             model: model::parse(path, bytes)?,
             site: None,
             exists: true,
+            allow_http_loopback: false,
         })
     }
 
@@ -241,6 +251,7 @@ impl Config {
             },
             site: None,
             exists: false,
+            allow_http_loopback: false,
         }
     }
 
@@ -299,13 +310,8 @@ impl Config {
     }
 
     /// The oauth provider of `context` (default: `current_context`), as `defaults.auth_provider`
-    /// names it (if unset: the context's only oauth provider).
-    pub fn provider(&self, context: Option<&str>) -> Result<ProviderConfig> {
-        self.provider_with_env(context, &|k| std::env::var(k).ok())
-    }
-
-    /// As [`Config::provider`], with `env:` references looked up through `env` (the plugin passes
-    /// the job's environment).
+    /// names it (if unset: the context's only oauth provider), with `env:` references looked up
+    /// through `env` (the CLI passes its environment, the plugin the job's).
     pub fn provider_with_env(
         &self,
         context: Option<&str>,
@@ -319,7 +325,8 @@ impl Config {
         };
         if let Some((idx, ctx)) = self.model.context(name) {
             let source = ConfigSource::File(self.path.clone());
-            return provider::resolve(&source, ctx, &format!("contexts[{idx}]"), env);
+            let at = format!("contexts[{idx}]");
+            return provider::resolve(&source, ctx, &at, env, self.allow_http_loopback);
         }
         let found = self.site.as_ref().and_then(|s| {
             let i = s.contexts.iter().position(|c| c.name == name)?;
@@ -341,7 +348,8 @@ impl Config {
             ));
         };
         let source = ConfigSource::SiteFile(site_path);
-        provider::resolve(&source, &ctx, &format!("contexts[{i}]"), env)
+        let at = format!("contexts[{i}]");
+        provider::resolve(&source, &ctx, &at, env, self.allow_http_loopback)
     }
 }
 
@@ -350,6 +358,7 @@ mod tests {
     use super::*;
 
     fn cfg(json: &str) -> Result<Config> {
+        // No secret is resolved here: `env:` references need no environment.
         Config::from_bytes(Path::new("/t/config.json"), json.as_bytes())
     }
 
@@ -370,7 +379,10 @@ mod tests {
 
     #[test]
     fn reads_current_context_provider() {
-        let p = cfg(GOOD).unwrap().provider(None).unwrap();
+        let p = cfg(GOOD)
+            .unwrap()
+            .provider_with_env(None, &|_| None)
+            .unwrap();
         assert_eq!(p.context, "prod");
         assert_eq!(p.name, "quera");
         assert_eq!(p.issuer, "https://idp.example");
@@ -382,7 +394,10 @@ mod tests {
 
     #[test]
     fn named_context_with_single_provider_and_env_secret() {
-        let p = cfg(GOOD).unwrap().provider(Some("m2m")).unwrap();
+        let p = cfg(GOOD)
+            .unwrap()
+            .provider_with_env(Some("m2m"), &|_| None)
+            .unwrap();
         assert_eq!(p.issuer, "https://idp.example");
         assert_eq!(p.scope, None);
         assert_eq!(
@@ -395,7 +410,7 @@ mod tests {
     fn errors_name_the_field() {
         let e = cfg(GOOD)
             .unwrap()
-            .provider(Some("nope"))
+            .provider_with_env(Some("nope"), &|_| None)
             .unwrap_err()
             .to_string();
         assert!(
@@ -403,7 +418,11 @@ mod tests {
             "{e}"
         );
         let bad = GOOD.replace("\"client_id\": \"cli\"", "\"client_id\": 7");
-        let e = cfg(&bad).unwrap().provider(None).unwrap_err().to_string();
+        let e = cfg(&bad)
+            .unwrap()
+            .provider_with_env(None, &|_| None)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("contexts[0].auth_providers[1].client_id") && e.contains("string"),
             "{e}"
@@ -414,7 +433,11 @@ mod tests {
             "{e}"
         );
         let http = GOOD.replace("https://idp.example/", "http://idp.example");
-        let e = cfg(&http).unwrap().provider(None).unwrap_err().to_string();
+        let e = cfg(&http)
+            .unwrap()
+            .provider_with_env(None, &|_| None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("plain http"), "{e}");
     }
 
@@ -428,17 +451,20 @@ mod tests {
         )
         .unwrap();
         let c = cfg(GOOD).unwrap().with_site(Some(site.clone()));
-        let p = c.provider(Some("prod")).unwrap();
+        let p = c.provider_with_env(Some("prod"), &|_| None).unwrap();
         assert_eq!(p.client_id, "cli", "the user's context wins");
         assert_eq!(p.config_path, Path::new("/t/config.json"));
-        let p = c.provider(Some("hpc")).unwrap();
+        let p = c.provider_with_env(Some("hpc"), &|_| None).unwrap();
         assert_eq!(p.client_id, "site-hpc");
         assert_eq!(p.config_path, Path::new("/etc/qlam-auth/site.json"));
         assert_eq!(p.cache_key(), "oauth_hpc_qlam");
         assert_eq!(c.current_context(), Some("prod"));
         assert_eq!(c.current_context_origin(), Some(Origin::UserConfig));
         assert_eq!(c.context_names(), ["prod", "m2m", "hpc"]);
-        let e = c.provider(Some("hcp")).unwrap_err().to_string();
+        let e = c
+            .provider_with_env(Some("hcp"), &|_| None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("did you mean 'hpc'"), "{e}");
         // No current context of the user's own: the site's default.
         let mut none = cfg(GOOD).unwrap().with_site(Some(site));

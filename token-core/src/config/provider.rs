@@ -2,7 +2,7 @@
 //! provider to use, with QLAM Core's defaults applied ([`ProviderConfig`]).
 
 use super::ConfigSource;
-use super::issuer::{allow_http_loopback_from_env, normalize_issuer};
+use super::issuer::normalize_issuer;
 use super::model::{self, AuthProvider, Context, ProviderEntry};
 use super::secret::{EnvSnapshot, NEXT_SECRET_SUFFIX, SecretSource};
 use crate::secret::Secret;
@@ -130,6 +130,7 @@ pub(crate) fn resolve(
     ctx: &Context,
     at: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    allow_http_loopback: bool,
 ) -> Result<ProviderConfig> {
     let name = &ctx.name;
     let oauth: Vec<(usize, &ProviderEntry)> = ctx
@@ -162,7 +163,8 @@ pub(crate) fn resolve(
         }
     };
     let at = format!("{at}.auth_providers[{pidx}]");
-    from_entry(source, name, &p.typed(source, &at)?, &at, env)
+    let entry = p.typed(source, &at)?;
+    from_entry(source, name, &entry, &at, env, allow_http_loopback)
 }
 
 fn from_entry(
@@ -171,6 +173,7 @@ fn from_entry(
     p: &AuthProvider,
     at: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    allow_http_loopback: bool,
 ) -> Result<ProviderConfig> {
     let get = |f: &model::Field<String>| model::value(f).cloned();
     let need = |f: &model::Field<String>, k: &str| -> Result<String> {
@@ -185,7 +188,7 @@ fn from_entry(
     let name = need(&p.name, "name")?;
     let client_id = need(&p.client_id, "client_id")?;
     let raw_issuer = need(&p.auth_base_url, "auth_base_url")?;
-    let issuer = normalize_issuer(&raw_issuer, allow_http_loopback_from_env())
+    let issuer = normalize_issuer(&raw_issuer, allow_http_loopback)
         .map_err(|m| Error::config(source, format!("{at}.auth_base_url"), m))?;
     let client_secret = model::value(&p.client_secret).map(|s| SecretSource::parse(s));
     let grant_type = match model::value(&p.grant_type) {

@@ -260,14 +260,19 @@ impl QshHome {
     pub fn provider(&self, context: &str) -> ProviderConfig {
         Config::load(&self.paths)
             .unwrap()
-            .provider(Some(context))
+            .provider_with_env(Some(context), &|k| std::env::var(k).ok())
             .unwrap()
     }
 
     pub fn broker(&self, idp: &Idp, context: &str) -> Broker {
-        Broker::new(&self.paths, self.provider(context), &idp.http_settings())
-            .unwrap()
-            .with_http(idp.http())
+        Broker::new(
+            &self.paths,
+            self.provider(context),
+            &idp.http_settings(),
+            &|k| std::env::var(k).ok(),
+        )
+        .unwrap()
+        .with_http(idp.http())
     }
 
     pub fn credentials_file(&self, context: &str) -> PathBuf {

@@ -142,7 +142,7 @@ pub struct Broker {
     store: CredentialStore,
     http_settings: HttpSettings,
     http: OnceLock<SharedHttp>,
-    settings: crate::m2m::Settings,
+    settings: crate::settings::Settings,
     deadline: Option<Instant>,
 }
 
@@ -156,7 +156,7 @@ fn subject_of(t: &TokenSet) -> Option<String> {
 impl Broker {
     /// A broker for `provider`'s tokens in `paths`. Refuses an issuer outside
     /// `http.allowed_issuers`. `env` is the environment whose settings overrides
-    /// (`QLAM_TOKEN_BUDGET` ..., see [`crate::m2m::Settings::load`]) apply: the CLI's, or in the
+    /// (`QLAM_TOKEN_BUDGET` ..., see [`crate::settings::Settings::load`]) apply: the CLI's, or in the
     /// plugin the daemon's (never a job's). Only `qlam-auth.json` is read; no connection is made
     /// yet.
     pub fn new(
@@ -186,7 +186,7 @@ impl Broker {
             provider,
             http_settings: http.clone(),
             http: OnceLock::new(),
-            settings: crate::m2m::Settings::load(&paths.config_dir, env)?,
+            settings: crate::settings::Settings::load(&paths.config_dir, env)?,
             deadline: None,
         })
     }
@@ -206,13 +206,13 @@ impl Broker {
     }
 
     /// Uses these settings (budget, client authentication) instead of `qlam-auth.json`.
-    pub fn with_settings(mut self, settings: crate::m2m::Settings) -> Self {
+    pub fn with_settings(mut self, settings: crate::settings::Settings) -> Self {
         self.settings = settings;
         self
     }
 
     /// qlam-auth's settings for this broker (budget, client authentication).
-    pub fn settings(&self) -> &crate::m2m::Settings {
+    pub fn settings(&self) -> &crate::settings::Settings {
         &self.settings
     }
 

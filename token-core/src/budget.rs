@@ -23,8 +23,8 @@
 use crate::config::{GrantType, ProviderConfig};
 use crate::fsutil::{self, Policy};
 use crate::http::{HttpClient, HttpResponse, SharedHttp};
-use crate::m2m::BudgetPolicy;
 use crate::oauth::{OAuthClient, TokenResponse};
+use crate::settings::BudgetPolicy;
 use crate::time::Timestamp;
 use crate::{Error, Result};
 use serde::{Deserialize, Deserializer, Serialize};

@@ -39,6 +39,7 @@ pub mod oauth;
 pub mod paths;
 pub mod renew;
 pub mod secret;
+pub mod settings;
 pub mod site;
 pub mod ssh;
 pub mod store;

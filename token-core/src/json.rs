@@ -73,6 +73,10 @@ fn describe(e: &serde_path_to_error::Error<serde_json::Error>, base: &str) -> Re
     {
         return refusal(join(f), "is missing");
     }
+    // `deny_unknown_fields`: the path already ends with the key (structure, not a value).
+    if text.starts_with("unknown field `") {
+        return refusal(at, "is not a known field");
+    }
     if text.starts_with("is ") || text.starts_with("must ") {
         return refusal(at, text);
     }
@@ -100,6 +104,13 @@ mod tests {
     #[allow(dead_code)] // read only to be refused
     struct Doc {
         items: Vec<Item>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // read only to be refused
+    struct Strict {
+        name: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -140,6 +151,11 @@ mod tests {
         assert_eq!(
             (e.path.as_str(), e.message.as_str()),
             ("items", "must be a list")
+        );
+        let e = from_slice::<Strict>(br#"{"colour": 1}"#).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("colour", "is not a known field")
         );
         let e = from_slice::<Doc>(b"{\"items\": []} trailing").unwrap_err();
         assert!(e.syntax && e.message.contains("not valid JSON"), "{e:?}");

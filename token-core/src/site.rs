@@ -213,18 +213,16 @@ impl Site {
 
     /// Parses and checks site file content that came from `path`.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Site> {
-        let f: SiteFile = serde_json::from_slice(bytes).map_err(|e| {
+        let f: SiteFile = crate::json::from_slice(bytes).map_err(|r| {
+            let message = if r.syntax {
+                format!("not a valid site file ({})", r.message)
+            } else {
+                r.message
+            };
             site_err(
                 path,
-                "",
-                format!(
-                    "not a valid site file (line {}, column {}: {}); see docs/admin.md for the fields",
-                    e.line(),
-                    e.column(),
-                    // serde's messages name the field and the expected type, never a value of
-                    // ours worth hiding (the site file holds no secrets).
-                    e.to_string().split(" at line").next().unwrap_or("")
-                ),
+                r.path,
+                format!("{message}; see docs/admin.md for the fields"),
             )
         })?;
         let mut contexts = Vec::with_capacity(f.contexts.len());
@@ -372,6 +370,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("colour") && e.contains("docs/admin.md"), "{e}");
+        let e = parse(r#"{"contexts": [{"name": "a", "issuer": 12345, "client_id": "c"}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("contexts[0].issuer") && e.contains("must be a string"),
+            "{e}"
+        );
+        assert!(!e.contains("12345"), "{e}");
         let e = parse(r#"{"default_context": "x"}"#)
             .unwrap_err()
             .to_string();

@@ -511,7 +511,8 @@ pub fn parse_credentials(path: &Path, bytes: &[u8]) -> Result<Option<TokenSet>> 
     }
     let file: FileIn = crate::json::from_value("", &v)
         .map_err(|r| Error::store(path, format!("field '{}' {}", r.path, r.message)))?;
-    let _ = (file.created_at, file.expires_at);
+    // Only checked (a bad one is refused above); the tokens' own `created_at` is what counts.
+    let _checked = (file.created_at, file.expires_at);
     let Some(td) = file.extra.and_then(|e| e.token_data) else {
         return Ok(None);
     };

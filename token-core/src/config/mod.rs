@@ -474,6 +474,25 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_to_loopback_is_the_callers_choice_never_the_lookups() {
+        let loopback = GOOD.replace("https://idp.example/", "http://127.0.0.1:9");
+        // A job's environment asking for it changes nothing: only the caller decides.
+        let job_env = |k: &str| (k == "QLAM_AUTH_ALLOW_HTTP_LOOPBACK").then(|| "1".to_owned());
+        let e = cfg(&loopback)
+            .unwrap()
+            .provider_with_env(None, &job_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plain http"), "{e}");
+        let p = cfg(&loopback)
+            .unwrap()
+            .with_http_loopback(true)
+            .provider_with_env(None, &|_| None)
+            .unwrap();
+        assert_eq!(p.issuer, "http://127.0.0.1:9");
+    }
+
+    #[test]
     fn issuer_normalization() {
         assert_eq!(
             normalize_issuer("idp.example:8443", false).unwrap(),

@@ -1,6 +1,7 @@
 //! RFC 8628: the device authorization grant.
 
-use super::{OAuthClient, TokenResponse, oauth_error, parse_token_response};
+use super::error::oauth_error;
+use super::{OAuthClient, TokenResponse, parse_token_response};
 use crate::secret::Secret;
 use crate::{Error, Result};
 use serde_json::Value;

@@ -80,7 +80,7 @@ fn refresh_rotates_and_an_old_refresh_token_is_refused_without_damage() {
         .refresh(before.refresh_token.as_ref().unwrap())
         .unwrap_err();
     assert!(
-        matches!(&replay, Error::IdpRefused { code, .. } if code == "invalid_grant"),
+        matches!(&replay, Error::IdpRefused { code, .. } if *code == token_core::oauth::OAuthErrorCode::InvalidGrant),
         "{replay:?}"
     );
 

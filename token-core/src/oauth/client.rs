@@ -3,7 +3,7 @@
 //! caller's deadline, and the POST that every grant goes through.
 
 use super::discovery::Discovery;
-use super::error::oauth_error;
+use super::error::{OAuthErrorCode, oauth_error};
 use super::percent_encode;
 use super::response::{TokenResponse, parse_token_response};
 use super::retry::{may_retry, retry_wait, spends_what_it_sends};
@@ -210,7 +210,13 @@ impl OAuthClient {
         for (i, cred) in creds.iter().enumerate() {
             let res = self.post_with(url, d, form.0.clone(), cred)?;
             let refused = matches!(res.status, 400 | 401)
-                && matches!(oauth_error(url, &res), Error::IdpRefused { ref code, .. } if code == "invalid_client");
+                && matches!(
+                    oauth_error(url, &res),
+                    Error::IdpRefused {
+                        code: OAuthErrorCode::InvalidClient,
+                        ..
+                    }
+                );
             if refused && i < last {
                 log::warn!(target: "qlam_auth", "client '{}': the identity provider refused the current secret (invalid_client); trying the next one", self.provider.client_id);
                 continue;

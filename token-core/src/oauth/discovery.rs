@@ -2,10 +2,9 @@
 //! cached per process for an hour.
 
 use super::client::OAuthClient;
-use super::response::{bad, json_object};
+use super::response::{DiscoveryWire, Misfit, bad, decode};
 use crate::config::normalize_issuer;
 use crate::{Error, Result};
-use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -78,20 +77,26 @@ impl OAuthClient {
         if res.status != 200 {
             return Err(bad(&url, &res, "discovery failed"));
         }
-        let v = json_object(&url, &res)?;
-        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-        let issuer = s("issuer").ok_or_else(|| Error::IdpBadResponse {
-            url: url.clone(),
-            detail: "no issuer in discovery".into(),
+        let doc: DiscoveryWire = decode(&res.body).map_err(|m| match m {
+            Misfit::NotJson | Misfit::NotObject => m.into_error(&url, &res, "the answer"),
+            m => Error::IdpBadResponse {
+                url: url.clone(),
+                detail: m.describe("discovery"),
+            },
         })?;
+        let missing = |field| Error::IdpBadResponse {
+            url: url.clone(),
+            detail: Misfit::Missing(field).describe("discovery"),
+        };
+        let issuer = doc.issuer.ok_or_else(|| missing("issuer"))?;
         if issuer.trim_end_matches('/') != self.provider.issuer {
             return Err(wrong(format!(
                 "the identity provider there calls itself '{}' (use that URL if it is yours)",
                 shown_issuer(&issuer)
             )));
         }
-        let check = |k: &str| -> Result<Option<String>> {
-            match s(k) {
+        let check = |k: &str, e: Option<String>| -> Result<Option<String>> {
+            match e {
                 None => Ok(None),
                 Some(e) => normalize_issuer(&e, self.allow_http_loopback)
                     .map(|_| Some(e))
@@ -101,29 +106,20 @@ impl OAuthClient {
                     }),
             }
         };
-        let token_endpoint = check("token_endpoint")?.ok_or_else(|| Error::IdpBadResponse {
-            url: url.clone(),
-            detail: "no token_endpoint in discovery".into(),
-        })?;
-        let methods = v
-            .get("token_endpoint_auth_methods_supported")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let token_endpoint = check("token_endpoint", doc.token_endpoint)?
+            .ok_or_else(|| missing("token_endpoint"))?;
         Ok(Discovery {
             issuer,
             token_endpoint,
-            authorization_endpoint: check("authorization_endpoint")?,
-            device_authorization_endpoint: check("device_authorization_endpoint")?,
-            revocation_endpoint: check("revocation_endpoint")?,
-            userinfo_endpoint: check("userinfo_endpoint")?,
-            introspection_endpoint: check("introspection_endpoint")?,
-            token_endpoint_auth_methods: methods,
+            authorization_endpoint: check("authorization_endpoint", doc.authorization_endpoint)?,
+            device_authorization_endpoint: check(
+                "device_authorization_endpoint",
+                doc.device_authorization_endpoint,
+            )?,
+            revocation_endpoint: check("revocation_endpoint", doc.revocation_endpoint)?,
+            userinfo_endpoint: check("userinfo_endpoint", doc.userinfo_endpoint)?,
+            introspection_endpoint: check("introspection_endpoint", doc.introspection_endpoint)?,
+            token_endpoint_auth_methods: doc.token_endpoint_auth_methods_supported,
         })
     }
 }
@@ -135,4 +131,78 @@ fn shown_issuer(s: &str) -> String {
         .filter(|c| c.is_ascii_graphic())
         .take(200)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::oauth::OAuthClient;
+    use crate::oauth::response::fixtures::{Canned, provider};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Discovery of `issuer` (each test its own: the cache is per process) answered by `doc`.
+    fn discover(issuer: &str, doc: &str) -> crate::Result<crate::oauth::Discovery> {
+        let idp = Arc::new(Canned {
+            get: doc.to_owned(),
+            post: String::new(),
+        });
+        OAuthClient::new(idp, provider(issuer), Duration::from_secs(5)).discovery()
+    }
+
+    #[test]
+    fn a_discovery_document_is_read_into_its_model() {
+        let d = discover(
+            "https://good.example",
+            r#"{"issuer":"https://good.example/","token_endpoint":"https://good.example/t",
+                "device_authorization_endpoint":"https://good.example/d","extra":[1,{"x":2}],
+                "token_endpoint_auth_methods_supported":["client_secret_post"]}"#,
+        )
+        .unwrap();
+        assert_eq!(d.token_endpoint, "https://good.example/t");
+        assert_eq!(
+            d.device_authorization_endpoint.as_deref(),
+            Some("https://good.example/d")
+        );
+        assert_eq!(d.revocation_endpoint, None);
+        assert_eq!(d.token_endpoint_auth_methods, ["client_secret_post"]);
+    }
+
+    /// A misfit document names the field, never the value.
+    #[test]
+    fn a_misfit_discovery_document_names_the_field_never_the_value() {
+        for (n, (doc, says)) in [
+            (
+                r#"{"token_endpoint":"https://x/t"}"#,
+                "no issuer in discovery",
+            ),
+            (
+                r#"{"issuer":"https://misfit1.example"}"#,
+                "no token_endpoint in discovery",
+            ),
+            (
+                r#"{"issuer":["ECHOED"]}"#,
+                "issuer in discovery must be a string",
+            ),
+            (
+                r#"{"issuer":"https://misfit3.example","token_endpoint":{"ECHOED":1}}"#,
+                "token_endpoint in discovery must be a string",
+            ),
+            (
+                r#"{"issuer":"https://misfit4.example","token_endpoint":"https://x/t",
+                    "token_endpoint_auth_methods_supported":"ECHOED"}"#,
+                "token_endpoint_auth_methods_supported in discovery must be a list",
+            ),
+            (r#"["ECHOED"]"#, "the answer is not a JSON object"),
+            ("<html>ECHOED", "the answer is not JSON"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let e = discover(&format!("https://misfit{n}.example"), doc).unwrap_err();
+            assert_eq!(e.kind(), "idp_bad_response", "{doc}: {e}");
+            let shown = format!("{e} {e:?}");
+            assert!(shown.contains(says), "{doc}: {shown}");
+            assert!(!shown.contains("ECHOED"), "{doc}: {shown}");
+        }
+    }
 }

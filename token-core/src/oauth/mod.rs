@@ -26,5 +26,6 @@ mod retry;
 
 pub use client::{AudienceParam, ClientAuth, OAuthClient};
 pub use discovery::Discovery;
+pub use error::OAuthErrorCode;
 pub use form::{percent_decode, percent_encode};
 pub use response::{MAX_EXPIRES_IN, TokenResponse, parse_token_response};

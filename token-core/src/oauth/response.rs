@@ -1,4 +1,12 @@
-//! The token endpoint's answer (RFC 6749 §5.1), parsed.
+//! What IdPs answer, as typed models (serde derives): the token response (RFC 6749 §5.1), the
+//! device authorization response (RFC 8628 §3.2), the discovery document (OpenID Connect
+//! Discovery §3) and the error response (RFC 6749 §5.2).
+//!
+//! The wire models are private to `oauth`; [`TokenResponse`] is what the grants return. The
+//! quirks of real IdPs are each handled in one `deserialize_with`: `expires_in` as a number or
+//! a string ([`seconds`]), `scope` as a space-separated string or a JSON list ([`scope`]).
+//! Secrets go straight into [`Secret`] ([`secret`]). A misfit names the field and what it must
+//! be, never the value ([`decode`]): an IdP may echo what it was sent.
 
 use super::error::oauth_error;
 use crate::http::HttpResponse;
@@ -6,7 +14,10 @@ use crate::secret::Secret;
 use crate::store::TokenSet;
 use crate::time::Timestamp;
 use crate::{Error, Result};
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer, SeqAccess, Visitor};
+use std::borrow::Cow;
+use std::fmt;
 
 /// A successful token response.
 #[derive(Debug, Clone)]
@@ -47,14 +58,90 @@ impl TokenResponse {
     }
 }
 
-pub(super) fn json_object(url: &str, res: &HttpResponse) -> Result<Value> {
-    let v: Value =
-        serde_json::from_slice(&res.body).map_err(|_| bad(url, res, "the answer is not JSON"))?;
-    if v.is_object() {
-        Ok(v)
-    } else {
-        Err(bad(url, res, "the answer is not a JSON object"))
+/// Why a JSON answer does not fit its model. Never carries a value from the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Misfit {
+    /// Not JSON at all (or trailing garbage).
+    NotJson,
+    /// JSON, but not an object.
+    NotObject,
+    /// A required field is absent (or empty).
+    Missing(&'static str),
+    /// `field` has the wrong form; `expected` says what it must be.
+    Wrong {
+        /// The JSON path of the field.
+        field: String,
+        /// What it must be, e.g. "a string".
+        expected: String,
+    },
+}
+
+impl Misfit {
+    /// `what` (e.g. "the answer", "discovery") with the misfit, as an error detail.
+    pub(super) fn describe(&self, what: &str) -> String {
+        match self {
+            Misfit::NotJson => format!("{what} is not JSON"),
+            Misfit::NotObject => format!("{what} is not a JSON object"),
+            Misfit::Missing(f) => format!("no {f} in {what}"),
+            Misfit::Wrong { field, expected } => format!("{field} in {what} must be {expected}"),
+        }
     }
+
+    /// The misfit as [`Error::IdpBadResponse`] for `res` from `url`, with its status and
+    /// content type.
+    pub(super) fn into_error(self, url: &str, res: &HttpResponse, what: &str) -> Error {
+        bad(url, res, &self.describe(what))
+    }
+}
+
+/// Parses `body` as a `T`. On failure, says which field is at fault and what it must be, never
+/// what it holds: serde's own text quotes the value, so only its "expected" part is kept.
+pub(super) fn decode<T: DeserializeOwned>(body: &[u8]) -> std::result::Result<T, Misfit> {
+    // A derived struct also reads a JSON list (field by field): only an object is an answer.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => Misfit::NotObject,
+                Err(_) => Misfit::NotJson,
+            },
+        );
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let v = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        let inner = e.inner();
+        if !inner.is_data() {
+            return Misfit::NotJson;
+        }
+        let path = e.path().to_string();
+        let text = inner.to_string();
+        let text = text.split(" at line ").next().unwrap_or("");
+        let expected = text.rsplit_once(", expected ").map(|(_, x)| x);
+        if path == "." {
+            return Misfit::NotObject;
+        }
+        let expected = match expected {
+            Some(x) if x.starts_with("struct ") || x == "a map" => "an object".to_owned(),
+            Some("a sequence") => "a list".to_owned(),
+            // What a visitor expects holds no value; keep it only if it has no quotes, to be
+            // sure (an unknown variant's list of expected ones has).
+            Some(x) if !x.contains(['`', '"', '\'']) => x.to_owned(),
+            _ => "of another form".to_owned(),
+        };
+        Misfit::Wrong {
+            field: path,
+            expected,
+        }
+    })?;
+    // Trailing characters are a syntax error, as serde_json::from_slice reports them.
+    de.end().map_err(|_| Misfit::NotJson)?;
+    Ok(v)
+}
+
+/// A JSON object whose fields are open-ended (userinfo claims).
+pub(super) fn json_object(url: &str, res: &HttpResponse) -> Result<serde_json::Value> {
+    decode::<serde_json::Map<String, serde_json::Value>>(&res.body)
+        .map(serde_json::Value::Object)
+        .map_err(|m| m.into_error(url, res, "the answer"))
 }
 
 pub(super) fn bad(url: &str, res: &HttpResponse, what: &str) -> Error {
@@ -68,6 +155,161 @@ pub(super) fn bad(url: &str, res: &HttpResponse, what: &str) -> Error {
     }
 }
 
+/// `deserialize_with` for a secret: a string, straight into a [`Secret`]; an empty string or
+/// `null` is none.
+pub(super) fn secret<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Secret>, D::Error> {
+    Ok(nonempty(d)?.map(Secret::new))
+}
+
+/// `deserialize_with` for a string where empty means absent.
+pub(super) fn nonempty<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+}
+
+/// `deserialize_with` for a lifetime in seconds (`expires_in`, `interval`): a number (a
+/// fraction is cut off) or, as some IdPs send it, a string of digits. A negative number, or a
+/// string that is no number, is none (the lifetime is unknown), as it always was.
+pub(super) fn seconds<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<i64>, D::Error> {
+    struct Seconds;
+    impl<'de> Visitor<'de> for Seconds {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a number of seconds")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Self::Value, E> {
+            Ok((v >= 0).then_some(v))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+            Ok(Some(i64::try_from(v).unwrap_or(i64::MAX)))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<Self::Value, E> {
+            // `as` saturates (and maps NaN to 0), as the old reading did.
+            Ok(Some(v as i64).filter(|v| *v >= 0))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+            Ok(v.trim().parse::<i64>().ok().filter(|v| *v >= 0))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> std::result::Result<Self::Value, D::Error> {
+            d.deserialize_any(Seconds)
+        }
+    }
+    d.deserialize_option(Seconds)
+}
+
+/// `deserialize_with` for `scope`: RFC 6749 §3.3's space-separated string, or the JSON list of
+/// strings some IdPs send, joined with spaces.
+pub(super) fn scope<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<String>, D::Error> {
+    struct Scope;
+    impl<'de> Visitor<'de> for Scope {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut words: Vec<String> = Vec::new();
+            while let Some(w) = seq.next_element::<String>()? {
+                words.push(w);
+            }
+            Ok(Some(words.join(" ")))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> std::result::Result<Self::Value, D::Error> {
+            d.deserialize_any(Scope)
+        }
+    }
+    d.deserialize_option(Scope)
+}
+
+/// The token response on the wire (RFC 6749 §5.1). Unknown fields are ignored.
+#[derive(Deserialize)]
+struct TokenWire {
+    #[serde(default, deserialize_with = "secret")]
+    access_token: Option<Secret>,
+    #[serde(default, deserialize_with = "nonempty")]
+    token_type: Option<String>,
+    #[serde(default, deserialize_with = "seconds")]
+    expires_in: Option<i64>,
+    #[serde(default, deserialize_with = "secret")]
+    refresh_token: Option<Secret>,
+    #[serde(default, deserialize_with = "secret")]
+    id_token: Option<Secret>,
+    #[serde(default, deserialize_with = "scope")]
+    scope: Option<String>,
+}
+
+/// An error response on the wire (RFC 6749 §5.2): only `error` is read; `error_description`
+/// and `error_uri` never are (an IdP may echo what it was sent).
+#[derive(Deserialize)]
+pub(super) struct ErrorWire<'a> {
+    #[serde(default, borrow)]
+    pub(super) error: Option<Cow<'a, str>>,
+}
+
+/// The discovery document on the wire (OpenID Connect Discovery 1.0 §3): the fields we use.
+#[derive(Deserialize)]
+pub(super) struct DiscoveryWire {
+    pub(super) issuer: Option<String>,
+    pub(super) token_endpoint: Option<String>,
+    pub(super) authorization_endpoint: Option<String>,
+    pub(super) device_authorization_endpoint: Option<String>,
+    pub(super) revocation_endpoint: Option<String>,
+    pub(super) userinfo_endpoint: Option<String>,
+    pub(super) introspection_endpoint: Option<String>,
+    #[serde(default)]
+    pub(super) token_endpoint_auth_methods_supported: Vec<String>,
+}
+
+/// The device authorization response on the wire (RFC 8628 §3.2).
+#[derive(Deserialize)]
+pub(super) struct DeviceWire {
+    #[serde(default, deserialize_with = "secret")]
+    pub(super) device_code: Option<Secret>,
+    #[serde(default, deserialize_with = "nonempty")]
+    pub(super) user_code: Option<String>,
+    #[serde(default, deserialize_with = "nonempty")]
+    pub(super) verification_uri: Option<String>,
+    /// The draft's spelling, which some IdPs (Google) still send.
+    #[serde(default, deserialize_with = "nonempty")]
+    pub(super) verification_url: Option<String>,
+    #[serde(default, deserialize_with = "nonempty")]
+    pub(super) verification_uri_complete: Option<String>,
+    #[serde(default, deserialize_with = "seconds")]
+    pub(super) expires_in: Option<i64>,
+    #[serde(default, deserialize_with = "seconds")]
+    pub(super) interval: Option<i64>,
+}
+
 /// The longest `expires_in` we take from an IdP: ten years.
 pub const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
 
@@ -76,44 +318,29 @@ pub fn parse_token_response(url: &str, res: &HttpResponse) -> Result<TokenRespon
     if res.status != 200 {
         return Err(oauth_error(url, res));
     }
-    let v = json_object(url, res)?;
-    let str_of = |k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-    let access_token =
-        str_of("access_token").ok_or_else(|| bad(url, res, "no access_token in the answer"))?;
-    let expires_in = match v.get("expires_in") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Some(Value::String(s)) => s.trim().parse().ok(),
-        Some(_) => None,
-    }
-    .filter(|e| *e >= 0)
-    // Ten years at most: an expiry past year 9999 could not be written as a timestamp that we
-    // (or QLAM Core) can read back.
-    .map(|e| e.min(MAX_EXPIRES_IN));
-    let scope = match v.get("scope") {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Array(a)) => Some(
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
-        _ => None,
-    };
+    let what = "the answer";
+    let wire: TokenWire = decode(&res.body).map_err(|m| m.into_error(url, res, what))?;
+    let access_token = wire
+        .access_token
+        .ok_or_else(|| Misfit::Missing("access_token").into_error(url, res, what))?;
     Ok(TokenResponse {
-        access_token: Secret::new(access_token),
-        token_type: str_of("token_type").unwrap_or("Bearer").to_owned(),
-        expires_in,
-        refresh_token: str_of("refresh_token").map(Secret::new),
-        id_token: str_of("id_token").map(Secret::new),
-        scope,
+        access_token,
+        token_type: wire.token_type.unwrap_or_else(|| "Bearer".to_owned()),
+        // Ten years at most: an expiry past year 9999 could not be written as a timestamp that
+        // we (or QLAM Core) can read back.
+        expires_in: wire.expires_in.map(|e| e.min(MAX_EXPIRES_IN)),
+        refresh_token: wire.refresh_token,
+        id_token: wire.id_token,
+        scope: wire.scope,
     })
 }
 
 /// Test fixtures shared by the oauth modules' tests.
 #[cfg(test)]
 pub(crate) mod fixtures {
-    use crate::http::HttpResponse;
+    use crate::Result;
+    use crate::config::{EnvSnapshot, GrantType, ProviderConfig};
+    use crate::http::{HttpClient, HttpResponse};
 
     /// A response with this status, content type and body.
     pub(crate) fn res(status: u16, ct: &str, body: &str) -> HttpResponse {
@@ -123,6 +350,47 @@ pub(crate) mod fixtures {
             date: None,
             retry_after: None,
             body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// A public client of `issuer` with the device grant.
+    pub(crate) fn provider(issuer: &str) -> ProviderConfig {
+        ProviderConfig {
+            context: "c".into(),
+            name: "p".into(),
+            issuer: issuer.into(),
+            client_id: "cid".into(),
+            client_secret: None,
+            grant_type: GrantType::DeviceCode,
+            scope: None,
+            audience: None,
+            tenant: None,
+            subject_token_type: None,
+            subject_token: None,
+            config_path: "/c.json".into(),
+            env: EnvSnapshot::default(),
+        }
+    }
+
+    /// A stand-in IdP (in process) that answers every GET with `get` and every POST with
+    /// `post` (200, JSON): hostile documents that a real server would not send.
+    #[derive(Debug)]
+    pub(crate) struct Canned {
+        pub(crate) get: String,
+        pub(crate) post: String,
+    }
+
+    impl HttpClient for Canned {
+        fn get(&self, _url: &str, _headers: &[(&str, &str)]) -> Result<HttpResponse> {
+            Ok(res(200, "application/json", &self.get))
+        }
+        fn post_form(
+            &self,
+            _url: &str,
+            _headers: &[(&str, &str)],
+            _form: &[(&str, &str)],
+        ) -> Result<HttpResponse> {
+            Ok(res(200, "application/json", &self.post))
         }
     }
 }
@@ -155,7 +423,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(&e, Error::IdpRefused { code, .. } if code == "invalid_grant"),
+            matches!(&e, Error::IdpRefused { code, .. } if *code == crate::oauth::OAuthErrorCode::InvalidGrant),
             "{e:?}"
         );
         let e = parse_token_response(
@@ -232,5 +500,137 @@ mod tests {
         }
         .into_token_set(Some(&next), Timestamp::now());
         assert_eq!(rotated.refresh_token, Some(Secret::new("r2")));
+    }
+
+    fn ok(body: &str) -> Result<TokenResponse> {
+        parse_token_response("u", &res(200, "application/json", body))
+    }
+
+    /// The quirk: `expires_in` as a number or as a string of digits (as some IdPs send it).
+    #[test]
+    fn expires_in_is_read_as_a_number_or_a_string() {
+        for (v, want) in [
+            ("60", Some(60)),
+            ("\"60\"", Some(60)),
+            ("\" 60 \"", Some(60)),
+            ("60.9", Some(60)),
+            ("null", None),
+            ("-5", None),
+            ("\"-5\"", None),
+            ("\"soon\"", None),
+            ("18446744073709551615", Some(MAX_EXPIRES_IN)),
+            ("1e300", Some(MAX_EXPIRES_IN)),
+        ] {
+            let t = ok(&format!(r#"{{"access_token":"a","expires_in":{v}}}"#)).unwrap();
+            assert_eq!(t.expires_in, want, "expires_in {v}");
+        }
+        assert_eq!(ok(r#"{"access_token":"a"}"#).unwrap().expires_in, None);
+    }
+
+    /// The quirk: `scope` as RFC 6749's space-separated string or as a JSON list.
+    #[test]
+    fn scope_is_read_as_a_string_or_a_list() {
+        for (v, want) in [
+            (r#""openid offline_access""#, Some("openid offline_access")),
+            (
+                r#"["openid","offline_access"]"#,
+                Some("openid offline_access"),
+            ),
+            ("[]", Some("")),
+            ("null", None),
+        ] {
+            let t = ok(&format!(r#"{{"access_token":"a","scope":{v}}}"#)).unwrap();
+            assert_eq!(t.scope.as_deref(), want, "scope {v}");
+        }
+    }
+
+    /// A field of the wrong type is refused: the message names the field and what it must be,
+    /// never the value (an IdP may echo a secret it was sent).
+    #[test]
+    fn a_misfit_token_response_names_the_field_never_the_value() {
+        for (body, field, expected) in [
+            (r#"{"access_token":["ECHOED"]}"#, "access_token", "a string"),
+            (
+                r#"{"access_token":{"ECHOED":1}}"#,
+                "access_token",
+                "a string",
+            ),
+            (
+                r#"{"access_token":"a","refresh_token":["ECHOED"]}"#,
+                "refresh_token",
+                "a string",
+            ),
+            (
+                r#"{"access_token":"a","id_token":77777}"#,
+                "id_token",
+                "a string",
+            ),
+            (
+                r#"{"access_token":"a","token_type":["ECHOED"]}"#,
+                "token_type",
+                "a string",
+            ),
+            (
+                r#"{"access_token":"a","expires_in":{"ECHOED":1}}"#,
+                "expires_in",
+                "a number of seconds",
+            ),
+            (
+                r#"{"access_token":"a","expires_in":true}"#,
+                "expires_in",
+                "a number of seconds",
+            ),
+            (
+                r#"{"access_token":"a","scope":{"ECHOED":1}}"#,
+                "scope",
+                "a string or a list of strings",
+            ),
+            (
+                r#"{"access_token":"a","scope":["openid",77777]}"#,
+                "scope[1]",
+                "a string",
+            ),
+        ] {
+            let e = ok(body).unwrap_err();
+            assert_eq!(e.kind(), "idp_bad_response", "{body}: {e}");
+            let shown = format!("{e} {e:?}");
+            assert!(
+                shown.contains(&format!("{field} in the answer must be {expected}")),
+                "{body}: {shown}"
+            );
+            for value in ["ECHOED", "77777", "true"] {
+                assert!(!shown.contains(value), "{body}: {shown}");
+            }
+        }
+        for body in [
+            r#"{"token_type":"bearer"}"#,
+            r#"{"access_token":""}"#,
+            r#"{"access_token":null}"#,
+        ] {
+            let e = ok(body).unwrap_err();
+            assert!(
+                e.to_string().contains("no access_token in the answer"),
+                "{body}: {e}"
+            );
+        }
+        for (body, what) in [
+            ("[1,2]", "the answer is not a JSON object"),
+            (r#""ECHOED""#, "the answer is not a JSON object"),
+            (r#"{"access_token":"a"} ECHOED"#, "the answer is not JSON"),
+            (r#"{"access_token":"ECHOED"#, "the answer is not JSON"),
+        ] {
+            let e = ok(body).unwrap_err();
+            assert!(e.to_string().contains(what), "{body}: {e}");
+            assert!(!format!("{e} {e:?}").contains("ECHOED"), "{body}: {e}");
+        }
+    }
+
+    /// Empty strings are absent, as they always were: the previous refresh token is kept.
+    #[test]
+    fn empty_optional_fields_are_absent() {
+        let t =
+            ok(r#"{"access_token":"a","refresh_token":"","id_token":"","token_type":""}"#).unwrap();
+        assert!(t.refresh_token.is_none() && t.id_token.is_none());
+        assert_eq!(t.token_type, "Bearer");
     }
 }

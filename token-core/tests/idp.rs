@@ -140,6 +140,7 @@ fn the_idp_for_child() -> token_core::http::HttpSettings {
         connect_timeout: Duration::from_secs(5),
         ca_bundle: Some(std::env::var("QLAM_TEST_CA").unwrap().into()),
         allowed_issuers: None,
+        ssl_cert_file: None,
     }
 }
 

@@ -8,7 +8,7 @@ use super::percent_encode;
 use super::response::{TokenResponse, parse_token_response};
 use super::retry::{may_retry, retry_wait, spends_what_it_sends};
 use crate::assertion::{ASSERTION_TYPE, SigningKey};
-use crate::config::{ProviderConfig, SecretSource};
+use crate::config::{EnvSnapshot, ProviderConfig, SecretSource};
 use crate::http::{HttpResponse, SharedHttp};
 use crate::secret::Secret;
 use crate::time::Timestamp;
@@ -25,6 +25,12 @@ enum Credential {
     /// `private_key_jwt`.
     Key(Box<SigningKey>),
 }
+
+/// The variable that fixes how the client secret is sent ([`ClientAuth`]).
+pub const CLIENT_AUTH_METHOD_VAR: &str = "QLAM_CLIENT_AUTH_METHOD";
+
+/// The variable that names the audience parameter ([`AudienceParam`]).
+pub const AUDIENCE_PARAM_VAR: &str = "QLAM_AUTH_AUDIENCE_PARAM";
 
 /// How the client secret is sent to the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,12 +51,12 @@ impl ClientAuth {
         }
     }
 
-    /// From `QLAM_CLIENT_AUTH_METHOD` (`client_secret_basic` or `client_secret_post`); unset or
-    /// anything else: chosen from discovery.
-    pub fn from_env() -> Option<Self> {
-        std::env::var("QLAM_CLIENT_AUTH_METHOD")
-            .ok()
-            .and_then(|v| Self::parse(&v))
+    /// From [`CLIENT_AUTH_METHOD_VAR`] (`client_secret_basic` or `client_secret_post`) in
+    /// `env`, the caller's environment as the provider captured it; unset or anything else:
+    /// chosen from discovery.
+    pub fn from_env(env: &EnvSnapshot) -> Option<Self> {
+        env.get(CLIENT_AUTH_METHOD_VAR)
+            .and_then(|v| Self::parse(v.expose()))
     }
 }
 
@@ -71,10 +77,11 @@ impl AudienceParam {
         }
     }
 
-    /// From `QLAM_AUTH_AUDIENCE_PARAM` (`audience` or `resource`); default `audience`.
-    pub fn from_env() -> Self {
-        match std::env::var("QLAM_AUTH_AUDIENCE_PARAM").as_deref() {
-            Ok("resource") => AudienceParam::Resource,
+    /// From [`AUDIENCE_PARAM_VAR`] (`audience` or `resource`) in `env`, the caller's
+    /// environment as the provider captured it; default `audience`.
+    pub fn from_env(env: &EnvSnapshot) -> Self {
+        match env.get(AUDIENCE_PARAM_VAR) {
+            Some(v) if v.expose() == "resource" => AudienceParam::Resource,
             _ => AudienceParam::Audience,
         }
     }
@@ -117,13 +124,19 @@ pub struct OAuthClient {
 
 impl OAuthClient {
     /// A client for `provider`; each call (retries included) stays within `budget`.
+    ///
+    /// The client authentication method and the audience parameter come from the environment
+    /// the provider captured ([`ProviderConfig::with_env`]), never from this process's own:
+    /// the CLI's process environment; in the plugin, the job's for a user's own provider and
+    /// none for a site account (the site file fixes its method). `client_auth` may be set
+    /// afterwards (qlam-auth.json, the site file).
     pub fn new(http: SharedHttp, provider: ProviderConfig, budget: Duration) -> Self {
         OAuthClient {
+            client_auth: ClientAuth::from_env(&provider.env),
+            audience_param: AudienceParam::from_env(&provider.env),
             http,
             provider,
             budget,
-            client_auth: ClientAuth::from_env(),
-            audience_param: AudienceParam::from_env(),
             deadline: None,
             allow_http_loopback: crate::config::allow_http_loopback_from_env(),
         }
@@ -329,6 +342,32 @@ mod tests {
             f.0[1].1.capacity(),
             capacity,
             "wiped in place, not reallocated"
+        );
+    }
+
+    /// The client authentication method and the audience parameter are the caller's (the
+    /// job's, in the plugin), as the provider captured them: never this process's.
+    #[test]
+    fn the_request_shape_comes_from_the_callers_environment() {
+        use crate::oauth::response::fixtures::{Canned, provider};
+        let http: SharedHttp = std::sync::Arc::new(Canned {
+            get: String::new(),
+            post: String::new(),
+        });
+        let job = |k: &str| match k {
+            AUDIENCE_PARAM_VAR => Some("resource".to_owned()),
+            CLIENT_AUTH_METHOD_VAR => Some("client_secret_post".to_owned()),
+            _ => None,
+        };
+        let p = provider("https://x.example").with_env(&job);
+        let c = OAuthClient::new(http.clone(), p, Duration::from_secs(1));
+        assert_eq!(c.audience_param, AudienceParam::Resource);
+        assert_eq!(c.client_auth, Some(ClientAuth::Post));
+        let p = provider("https://x.example").with_env(&|_| None);
+        let c = OAuthClient::new(http, p, Duration::from_secs(1));
+        assert_eq!(
+            (c.audience_param, c.client_auth),
+            (AudienceParam::Audience, None)
         );
     }
 }

@@ -24,7 +24,9 @@ pub mod pkce;
 mod response;
 mod retry;
 
-pub use client::{AudienceParam, ClientAuth, OAuthClient};
+pub use client::{
+    AUDIENCE_PARAM_VAR, AudienceParam, CLIENT_AUTH_METHOD_VAR, ClientAuth, OAuthClient,
+};
 pub use discovery::Discovery;
 pub use error::OAuthErrorCode;
 pub use form::{percent_decode, percent_encode};

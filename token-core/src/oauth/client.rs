@@ -132,13 +132,15 @@ impl OAuthClient {
     /// afterwards (qlam-auth.json, the site file).
     pub fn new(http: SharedHttp, provider: ProviderConfig, budget: Duration) -> Self {
         OAuthClient {
+            // Endpoints on plain http (loopback only) only for an issuer that is: the config
+            // accepted one only with QLAM_AUTH_ALLOW_HTTP_LOOPBACK=1 where it was read.
+            allow_http_loopback: provider.issuer.starts_with("http://"),
             client_auth: ClientAuth::from_env(&provider.env),
             audience_param: AudienceParam::from_env(&provider.env),
             http,
             provider,
             budget,
             deadline: None,
-            allow_http_loopback: crate::config::allow_http_loopback_from_env(),
         }
     }
 

@@ -205,4 +205,18 @@ mod tests {
             assert!(!shown.contains("ECHOED"), "{doc}: {shown}");
         }
     }
+
+    /// Plain-http endpoints (loopback only) only for an issuer that is plain http itself, which
+    /// the config allowed only with QLAM_AUTH_ALLOW_HTTP_LOOPBACK=1: no environment read here.
+    #[test]
+    fn plain_http_endpoints_only_for_a_plain_http_issuer() {
+        let doc = |issuer: &str| {
+            format!(r#"{{"issuer":"{issuer}","token_endpoint":"http://127.0.0.1:9/token"}}"#)
+        };
+        let d = discover("http://127.0.0.1:9", &doc("http://127.0.0.1:9")).unwrap();
+        assert_eq!(d.token_endpoint, "http://127.0.0.1:9/token");
+        let e = discover("https://tls.example", &doc("https://tls.example")).unwrap_err();
+        assert!(e.to_string().contains("token_endpoint: "), "{e}");
+        assert!(e.to_string().contains("plain http"), "{e}");
+    }
 }

@@ -116,6 +116,16 @@ pub(super) fn decode<T: DeserializeOwned>(body: &[u8]) -> std::result::Result<T,
         let text = inner.to_string();
         let text = text.split(" at line ").next().unwrap_or("");
         let expected = text.rsplit_once(", expected ").map(|(_, x)| x);
+        // Only a field we model can be repeated or misfit: its name is ours, not the IdP's.
+        if let Some(f) = text
+            .strip_prefix("duplicate field `")
+            .and_then(|r| r.split('`').next())
+        {
+            return Misfit::Wrong {
+                field: if path == "." { f.to_owned() } else { path },
+                expected: "given once".to_owned(),
+            };
+        }
         if path == "." {
             return Misfit::NotObject;
         }
@@ -602,6 +612,13 @@ mod tests {
                 assert!(!shown.contains(value), "{body}: {shown}");
             }
         }
+        let e = ok(r#"{"access_token":"ECHOED","access_token":"ECHOED"}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("access_token in the answer must be given once"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("ECHOED"), "{e}");
         for body in [
             r#"{"token_type":"bearer"}"#,
             r#"{"access_token":""}"#,

@@ -351,7 +351,7 @@ mod tests {
     /// job's, in the plugin), as the provider captured them: never this process's.
     #[test]
     fn the_request_shape_comes_from_the_callers_environment() {
-        use crate::oauth::response::fixtures::{Canned, provider};
+        use crate::oauth::fixtures::{Canned, provider};
         let http: SharedHttp = std::sync::Arc::new(Canned {
             get: String::new(),
             post: String::new(),

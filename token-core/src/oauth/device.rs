@@ -1,7 +1,8 @@
 //! RFC 8628: the device authorization grant.
 
 use super::error::{OAuthErrorCode, oauth_error};
-use super::response::{DeviceWire, Misfit, decode};
+use super::json::{Misfit, decode};
+use super::response::DeviceWire;
 use super::{OAuthClient, TokenResponse, parse_token_response};
 use crate::secret::Secret;
 use crate::{Error, Result};
@@ -176,7 +177,7 @@ impl OAuthClient {
 #[cfg(test)]
 mod tests {
     use crate::oauth::OAuthClient;
-    use crate::oauth::response::fixtures::{Canned, provider};
+    use crate::oauth::fixtures::{Canned, provider};
     use std::sync::Arc;
     use std::time::Duration;
 

@@ -2,7 +2,8 @@
 //! cached per process for an hour.
 
 use super::client::OAuthClient;
-use super::response::{DiscoveryWire, Misfit, bad, decode};
+use super::json::{Misfit, bad, decode};
+use super::response::DiscoveryWire;
 use crate::config::normalize_issuer;
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -136,7 +137,7 @@ fn shown_issuer(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use crate::oauth::OAuthClient;
-    use crate::oauth::response::fixtures::{Canned, provider};
+    use crate::oauth::fixtures::{Canned, provider};
     use std::sync::Arc;
     use std::time::Duration;
 

@@ -1,7 +1,8 @@
 //! Error answers of an IdP, classified by their `error` field only: the body is never logged
 //! or carried in errors (an IdP may echo what it was sent).
 
-use super::response::{ErrorWire, bad};
+use super::json::bad;
+use super::response::ErrorWire;
 use crate::Error;
 use crate::http::HttpResponse;
 use std::fmt;
@@ -151,8 +152,8 @@ pub(crate) fn oauth_error(url: &str, res: &HttpResponse) -> Error {
 
 #[cfg(test)]
 mod tests {
+    use crate::oauth::fixtures::res;
     use crate::oauth::parse_token_response;
-    use crate::oauth::response::fixtures::res;
 
     #[test]
     fn rate_limiting_is_busy_not_refused() {

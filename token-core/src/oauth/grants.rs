@@ -3,7 +3,8 @@
 
 use super::client::OAuthClient;
 use super::error::oauth_error;
-use super::response::{TokenResponse, json_object};
+use super::json::json_object;
+use super::response::TokenResponse;
 use crate::config::GrantType;
 use crate::secret::Secret;
 use crate::{Error, Result};
@@ -170,7 +171,7 @@ mod tests {
     use super::*;
     use crate::config::ProviderConfig;
     use crate::http::HttpResponse;
-    use crate::oauth::response::fixtures::res;
+    use crate::oauth::fixtures::res;
     use std::sync::Mutex;
     use std::time::Duration;
 

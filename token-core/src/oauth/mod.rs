@@ -9,7 +9,8 @@
 //! * [`device`]: RFC 8628 device authorization grant;
 //! * [`pkce`]: RFC 6749 authorization code + RFC 7636 PKCE with an RFC 8252 loopback redirect;
 //! * `retry`: which answers may be followed by the same request (never a spent credential);
-//! * `response`: the token endpoint's answer;
+//! * `response`: serde models of the IdP's answers (token, device, discovery, error);
+//! * `json`: reading an answer into its model, naming the field at fault, never the value;
 //! * `error`: error answers, classified by their `error` field only.
 //!
 //! Bodies are never logged or carried in errors (an IdP may echo what it was sent).
@@ -18,8 +19,11 @@ mod client;
 pub mod device;
 mod discovery;
 mod error;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod form;
 mod grants;
+mod json;
 pub mod pkce;
 mod response;
 mod retry;

@@ -49,7 +49,7 @@ pub(super) fn retry_wait(retry_after: Option<&str>, attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oauth::response::fixtures::res;
+    use crate::oauth::fixtures::res;
 
     #[test]
     fn a_spent_credential_is_never_sent_again_after_a_5xx() {

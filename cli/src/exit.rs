@@ -191,7 +191,7 @@ mod tests {
             (
                 Error::IdpRefused {
                     url: "u".into(),
-                    code: "invalid_client".into(),
+                    code: token_core::oauth::OAuthErrorCode::InvalidClient,
                 },
                 6,
             ),

@@ -989,7 +989,7 @@ fn logout_revokes_and_deletes() {
     let oauth = home.broker(idp, USER_CONTEXT).oauth().unwrap();
     let err = oauth.refresh(&old_rt).unwrap_err();
     assert!(
-        matches!(&err, Error::IdpRefused { code, .. } if code == "invalid_grant"),
+        matches!(&err, Error::IdpRefused { code, .. } if *code == token_core::oauth::OAuthErrorCode::InvalidGrant),
         "the old refresh token must be dead: {err:?}"
     );
     run(idp, &home, &["token", "--context", USER_CONTEXT]).expect(3, "logged out");

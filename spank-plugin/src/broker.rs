@@ -137,14 +137,17 @@ pub fn renewer_args(spec: &RenewerSpec, args: &Args) -> Vec<OsString> {
     v
 }
 
-/// The HTTP settings the site's arguments give.
+/// The HTTP settings the site's arguments give, plus `SSL_CERT_FILE` from the daemon's own
+/// environment (the admin's), never the job's: a user must not choose whom the plugin trusts.
 pub fn http_settings(args: &Args) -> HttpSettings {
     HttpSettings {
         timeout: args.http_timeout(),
         connect_timeout: args.connect_timeout(),
         ca_bundle: args.ca_bundle.clone(),
         allowed_issuers: args.issuers.clone(),
+        ssl_cert_file: None,
     }
+    .with_env(&|k| std::env::var_os(k))
 }
 
 impl Backend for TokenCore {

@@ -455,7 +455,10 @@ impl Broker {
             crate::faultpoint::hit("broker.before_refresh");
             match oauth.refresh(&rt) {
                 Ok(r) => r,
-                Err(Error::IdpRefused { code, .. }) if code == "invalid_grant" => {
+                Err(Error::IdpRefused {
+                    code: crate::oauth::OAuthErrorCode::InvalidGrant,
+                    ..
+                }) => {
                     return self.after_invalid_grant(&rt, depth);
                 }
                 Err(e) => return Err(e),

@@ -39,7 +39,7 @@ pub enum Error {
         url: String,
         /// The OAuth `error` code, e.g. `invalid_client` (a non-standard code is replaced; the
         /// `error_description` is never kept: IdPs echo what they were sent).
-        code: String,
+        code: crate::oauth::OAuthErrorCode,
     },
     /// The identity provider answered with something that is not a valid OAuth response.
     IdpBadResponse {
@@ -190,11 +190,12 @@ impl fmt::Display for Error {
                     f,
                     "the identity provider at {url} refused the request: {code}"
                 )?;
-                match code.as_str() {
-                    "invalid_client" | "unauthorized_client" => {
+                use crate::oauth::OAuthErrorCode as C;
+                match code {
+                    C::InvalidClient | C::UnauthorizedClient => {
                         write!(f, "; check client_id and client_secret in the qsh config")
                     }
-                    "invalid_target" | "invalid_scope" => {
+                    C::InvalidTarget | C::InvalidScope => {
                         write!(f, "; check audience and scope in the qsh config")
                     }
                     _ => Ok(()),

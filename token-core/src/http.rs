@@ -59,6 +59,21 @@ pub struct HttpSettings {
     pub ca_bundle: Option<PathBuf>,
     /// If set, only these issuers may be used (exact match after normalization).
     pub allowed_issuers: Option<Vec<String>>,
+    /// `SSL_CERT_FILE` as the caller read it (see [`HttpSettings::with_env`]): one more CA
+    /// bundle to trust. Never read here: the library does not look at its process environment.
+    pub ssl_cert_file: Option<PathBuf>,
+}
+
+impl HttpSettings {
+    /// These settings with `SSL_CERT_FILE` (unset or empty: none) taken through `lookup`. The CLI
+    /// passes its process environment; the plugin the daemon's (the admin's), never a job's,
+    /// which would let a user choose whom the plugin trusts.
+    pub fn with_env(mut self, lookup: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Self {
+        self.ssl_cert_file = lookup("SSL_CERT_FILE")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        self
+    }
 }
 
 impl Default for HttpSettings {
@@ -68,6 +83,7 @@ impl Default for HttpSettings {
             connect_timeout: Duration::from_secs(5),
             ca_bundle: None,
             allowed_issuers: None,
+            ssl_cert_file: None,
         }
     }
 }
@@ -233,23 +249,20 @@ impl UreqClient {
         if let Some(system) = system_ca_bundle(std::path::Path::new("/")) {
             let _ = load_pem_file(&system, &mut roots);
         }
-        let mut extra: Vec<PathBuf> = settings.ca_bundle.iter().cloned().collect();
-        if let Some(p) = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty()) {
-            extra.push(PathBuf::from(p));
-        }
+        let extra = settings.ca_bundle.iter().chain(&settings.ssl_cert_file);
         for p in extra {
-            match load_pem_file(&p, &mut roots) {
+            match load_pem_file(p, &mut roots) {
                 Ok(n) if n > 0 => {}
                 Ok(_) => {
                     return Err(Error::config(
-                        &p,
+                        p,
                         "",
                         "this CA bundle holds no PEM certificate",
                     ));
                 }
                 Err(e) => {
                     return Err(Error::config(
-                        &p,
+                        p,
                         "",
                         format!("cannot read this CA bundle: {e}"),
                     ));
@@ -469,5 +482,23 @@ mod tests {
             Some(debian),
             "Debian's first"
         );
+    }
+
+    /// `SSL_CERT_FILE` is what the caller passes (its environment, read by the caller), and
+    /// a bundle there that holds no certificate is refused by name.
+    #[test]
+    fn ssl_cert_file_is_the_callers_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificate here").unwrap();
+        let settings = HttpSettings::default()
+            .with_env(&|k| (k == "SSL_CERT_FILE").then(|| empty.clone().into_os_string()));
+        assert_eq!(settings.ssl_cert_file.as_deref(), Some(empty.as_path()));
+        let e = UreqClient::new(&settings).unwrap_err();
+        assert!(e.to_string().contains("empty.pem"), "{e}");
+        assert!(e.to_string().contains("holds no PEM certificate"), "{e}");
+        let unset = HttpSettings::default().with_env(&|_| Some("".into()));
+        assert_eq!(unset.ssl_cert_file, None, "empty is unset");
+        UreqClient::new(&unset).unwrap();
     }
 }

@@ -101,7 +101,7 @@ fn the_idp_refuses_a_scope_beyond_its_own_policy_without_quoting_a_token() {
         .exchange_access_token(&user, &req)
         .unwrap_err();
     assert!(
-        matches!(&err, Error::IdpRefused { code, .. } if code == "invalid_scope"),
+        matches!(&err, Error::IdpRefused { code, .. } if *code == token_core::oauth::OAuthErrorCode::InvalidScope),
         "{err:?}"
     );
     assert!(!err.to_string().contains(user.expose()));

@@ -79,6 +79,7 @@ fn child_refresh() {
         connect_timeout: Duration::from_secs(5),
         ca_bundle: Some(std::env::var("QLAM_TEST_CA").unwrap().into()),
         allowed_issuers: None,
+        ssl_cert_file: None,
     };
     let broker =
         token_core::broker::Broker::new(&paths, provider, &http, &|k| std::env::var(k).ok())

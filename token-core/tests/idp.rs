@@ -80,7 +80,7 @@ fn refresh_rotates_and_an_old_refresh_token_is_refused_without_damage() {
         .refresh(before.refresh_token.as_ref().unwrap())
         .unwrap_err();
     assert!(
-        matches!(&replay, Error::IdpRefused { code, .. } if code == "invalid_grant"),
+        matches!(&replay, Error::IdpRefused { code, .. } if *code == token_core::oauth::OAuthErrorCode::InvalidGrant),
         "{replay:?}"
     );
 
@@ -142,6 +142,7 @@ fn the_idp_for_child() -> token_core::http::HttpSettings {
         connect_timeout: Duration::from_secs(5),
         ca_bundle: Some(std::env::var("QLAM_TEST_CA").unwrap().into()),
         allowed_issuers: None,
+        ssl_cert_file: None,
     }
 }
 

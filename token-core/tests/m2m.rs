@@ -183,7 +183,7 @@ fn private_key_jwt_es256_and_rs256_and_qlam_core_loads_the_config() {
     );
     let e = home.broker(idp).obtain(&opts()).unwrap_err();
     assert!(
-        matches!(&e, Error::IdpRefused { code, .. } if code == "invalid_client"),
+        matches!(&e, Error::IdpRefused { code, .. } if *code == token_core::oauth::OAuthErrorCode::InvalidClient),
         "{e:?}"
     );
     // A key file others can read is refused before anything is sent.
@@ -232,7 +232,7 @@ fn rotation_tries_the_next_secret_on_invalid_client() {
     let before = cc(idp);
     let e = broker.obtain(&opts()).unwrap_err();
     assert!(
-        matches!(&e, Error::IdpRefused { code, .. } if code == "invalid_client"),
+        matches!(&e, Error::IdpRefused { code, .. } if *code == token_core::oauth::OAuthErrorCode::InvalidClient),
         "{e:?}"
     );
     assert!(e.to_string().contains("client_secret"), "{e}");

@@ -433,6 +433,7 @@ proptest! {
             Err(e) => {
                 prop_assert!(matches!(e, Error::IdpRefused { .. } | Error::IdpUnreachable { .. } | Error::IdpBadResponse { .. }), "{e:?}");
                 if let Error::IdpRefused { code, .. } = &e {
+                    let code = code.as_str();
                     prop_assert!((400..500).contains(&res.status));
                     prop_assert!(code.len() <= 40);
                     prop_assert!(code.bytes().all(|c| c.is_ascii_lowercase() || c == b'_'));

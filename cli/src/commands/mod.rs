@@ -81,9 +81,9 @@ pub struct Selected {
     pub broker: Broker,
 }
 
-/// How we reach identity providers.
+/// How we reach identity providers: the defaults, plus `SSL_CERT_FILE` from our environment.
 pub fn http_settings() -> HttpSettings {
-    HttpSettings::default()
+    HttpSettings::default().with_env(&|k| std::env::var_os(k))
 }
 
 /// Selects `context` (default: `current_context`) from the config, or the implicit context

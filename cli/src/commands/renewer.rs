@@ -46,7 +46,9 @@ pub fn run(a: &JobRenewerArgs) -> Result<(), Failure> {
         connect_timeout: Duration::from_secs(a.timeout.saturating_sub(a.lock_timeout).clamp(1, 5)),
         ca_bundle: a.ca_bundle.clone(),
         allowed_issuers: (!a.issuers.is_empty()).then(|| a.issuers.clone()),
-    };
+        ssl_cert_file: None,
+    }
+    .with_env(&|k| std::env::var_os(k));
     let broker_now = || -> token_core::Result<Broker> {
         // The site file is read again each time, as the plugin does in every hook.
         let site = match &a.site_file {

@@ -67,7 +67,7 @@ pub fn sign(a: &SshSignArgs, site_file: &Path) -> Result<(), Failure> {
     let http = UreqClient::new(&HttpSettings {
         timeout,
         connect_timeout: timeout.min(Duration::from_secs(5)),
-        ..HttpSettings::default()
+        ..super::http_settings()
     })?;
     let opts = SignOptions {
         min_valid: Duration::from_secs(a.which.min_valid.unwrap_or(DEFAULT_MIN_VALID)),

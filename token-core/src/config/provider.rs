@@ -84,9 +84,14 @@ pub struct ProviderConfig {
 }
 
 impl ProviderConfig {
-    /// Captures the `env:` variables this provider refers to through `lookup`.
+    /// Captures the `env:` variables this provider refers to through `lookup`, and the two that
+    /// shape its requests (`QLAM_CLIENT_AUTH_METHOD`, `QLAM_AUTH_AUDIENCE_PARAM`, read by
+    /// [`crate::oauth::OAuthClient::new`]).
     pub fn with_env(mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Self {
-        let mut names: Vec<&str> = Vec::new();
+        let mut names: Vec<&str> = vec![
+            crate::oauth::CLIENT_AUTH_METHOD_VAR,
+            crate::oauth::AUDIENCE_PARAM_VAR,
+        ];
         let next;
         if let Some(SecretSource::Env(v)) = &self.client_secret {
             names.push(v);

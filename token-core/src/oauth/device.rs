@@ -1,9 +1,11 @@
 //! RFC 8628: the device authorization grant.
 
-use super::{OAuthClient, TokenResponse, oauth_error, parse_token_response};
+use super::error::{OAuthErrorCode, oauth_error};
+use super::json::{Misfit, decode};
+use super::response::DeviceWire;
+use super::{OAuthClient, TokenResponse, parse_token_response};
 use crate::secret::Secret;
 use crate::{Error, Result};
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// What the user is shown: where to go and which code to enter.
@@ -61,31 +63,30 @@ impl OAuthClient {
         if res.status != 200 {
             return Err(oauth_error(&url, &res));
         }
-        let v: Value = serde_json::from_slice(&res.body).map_err(|_| Error::IdpBadResponse {
+        let what = "the device authorization answer";
+        let bad = |m: Misfit| Error::IdpBadResponse {
             url: url.clone(),
-            detail: "the device authorization answer is not JSON".into(),
-        })?;
-        let s = |k: &str| {
-            v.get(k)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
+            detail: m.describe(what),
         };
-        let n = |k: &str| v.get(k).and_then(Value::as_u64);
-        let missing = |k: &str| Error::IdpBadResponse {
-            url: url.clone(),
-            detail: format!("no {k} in the device authorization answer"),
+        let wire: DeviceWire = decode(&res.body).map_err(bad)?;
+        let seconds = |s: Option<i64>, default: i64, max: i64| {
+            Duration::from_secs(s.unwrap_or(default).clamp(1, max).unsigned_abs())
         };
         Ok(DeviceAuthorization {
-            device_code: Secret::new(s("device_code").ok_or_else(|| missing("device_code"))?),
-            user_code: s("user_code").ok_or_else(|| missing("user_code"))?,
-            verification_uri: s("verification_uri")
-                .or_else(|| s("verification_url"))
-                .ok_or_else(|| missing("verification_uri"))?,
-            verification_uri_complete: s("verification_uri_complete"),
-            expires_in: Duration::from_secs(n("expires_in").unwrap_or(600).clamp(1, 3600)),
+            device_code: wire
+                .device_code
+                .ok_or_else(|| bad(Misfit::Missing("device_code")))?,
+            user_code: wire
+                .user_code
+                .ok_or_else(|| bad(Misfit::Missing("user_code")))?,
+            verification_uri: wire
+                .verification_uri
+                .or(wire.verification_url)
+                .ok_or_else(|| bad(Misfit::Missing("verification_uri")))?,
+            verification_uri_complete: wire.verification_uri_complete,
+            expires_in: seconds(wire.expires_in, 600, 3600),
             // §3.2: 5 seconds when the IdP does not say.
-            interval: Duration::from_secs(n("interval").unwrap_or(5).clamp(1, 60)),
+            interval: seconds(wire.interval, 5, 60),
         })
     }
 
@@ -137,17 +138,29 @@ impl OAuthClient {
             };
             match parse_token_response(&d.token_endpoint, &res) {
                 Ok(t) => return Ok(t),
-                Err(Error::IdpRefused { code, .. }) if code == "authorization_pending" => {}
-                Err(Error::IdpRefused { code, .. }) if code == "slow_down" => {
+                Err(Error::IdpRefused {
+                    code: OAuthErrorCode::AuthorizationPending,
+                    ..
+                }) => {}
+                Err(Error::IdpRefused {
+                    code: OAuthErrorCode::SlowDown,
+                    ..
+                }) => {
                     interval += Duration::from_secs(5);
                     observer.slowed_down(interval);
                 }
-                Err(Error::IdpRefused { code, .. }) if code == "expired_token" => {
+                Err(Error::IdpRefused {
+                    code: OAuthErrorCode::ExpiredToken,
+                    ..
+                }) => {
                     return Err(Error::Aborted {
                         reason: "the code expired before it was approved: run login again".into(),
                     });
                 }
-                Err(Error::IdpRefused { code, .. }) if code == "access_denied" => {
+                Err(Error::IdpRefused {
+                    code: OAuthErrorCode::AccessDenied,
+                    ..
+                }) => {
                     return Err(Error::Aborted {
                         reason: "the request was denied at the identity provider".into(),
                     });
@@ -157,6 +170,94 @@ impl OAuthClient {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::oauth::OAuthClient;
+    use crate::oauth::fixtures::{Canned, provider};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// `start_device` against an IdP whose device endpoint answers `answer`.
+    fn start(n: usize, answer: &str) -> crate::Result<super::DeviceAuthorization> {
+        let issuer = format!("https://device{n}.example");
+        let idp = Arc::new(Canned {
+            get: format!(
+                r#"{{"issuer":"{issuer}","token_endpoint":"{issuer}/t",
+                    "device_authorization_endpoint":"{issuer}/d"}}"#
+            ),
+            post: answer.to_owned(),
+        });
+        OAuthClient::new(idp, provider(&issuer), Duration::from_secs(5)).start_device()
+    }
+
+    #[test]
+    fn a_device_authorization_is_read_into_its_model() {
+        let a = start(
+            0,
+            r#"{"device_code":"dc","user_code":"ABCD","verification_url":"https://v",
+                "expires_in":"900","interval":null}"#,
+        )
+        .unwrap();
+        assert_eq!(a.device_code.expose(), "dc");
+        assert_eq!(
+            (a.user_code.as_str(), a.verification_uri.as_str()),
+            ("ABCD", "https://v")
+        );
+        assert_eq!(
+            a.expires_in,
+            Duration::from_secs(900),
+            "expires_in as a string"
+        );
+        assert_eq!(
+            a.interval,
+            Duration::from_secs(5),
+            "RFC 8628 §3.2's default"
+        );
+        let a = start(
+            1,
+            r#"{"device_code":"dc","user_code":"A","verification_uri":"https://v",
+                "expires_in":99999,"interval":0}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (a.expires_in, a.interval),
+            (Duration::from_secs(3600), Duration::from_secs(1))
+        );
+    }
+
+    /// A misfit answer names the field, never the value.
+    #[test]
+    fn a_misfit_device_authorization_names_the_field_never_the_value() {
+        let what = "in the device authorization answer";
+        for (n, (answer, says)) in [
+            (r#"{"user_code":"A","verification_uri":"https://v"}"#, format!("no device_code {what}")),
+            (
+                r#"{"device_code":"ECHOED","verification_uri":"https://v"}"#,
+                format!("no user_code {what}"),
+            ),
+            (r#"{"device_code":"ECHOED","user_code":"A"}"#, format!("no verification_uri {what}")),
+            (
+                r#"{"device_code":["ECHOED"],"user_code":"A","verification_uri":"https://v"}"#,
+                format!("device_code {what} must be a string"),
+            ),
+            (
+                r#"{"device_code":"ECHOED","user_code":"A","verification_uri":"https://v","interval":[1]}"#,
+                format!("interval {what} must be a number of seconds"),
+            ),
+            ("ECHOED", "the device authorization answer is not JSON".to_owned()),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let e = start(n + 10, answer).unwrap_err();
+            assert_eq!(e.kind(), "idp_bad_response", "{answer}: {e}");
+            let shown = format!("{e} {e:?}");
+            assert!(shown.contains(&says), "{answer}: {shown}");
+            assert!(!shown.contains("ECHOED"), "{answer}: {shown}");
         }
     }
 }

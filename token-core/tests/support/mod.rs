@@ -85,6 +85,7 @@ impl Idp {
             connect_timeout: Duration::from_secs(3),
             ca_bundle: Some(self.ca.clone()),
             allowed_issuers: None,
+            ssl_cert_file: None,
         }
     }
 

@@ -19,6 +19,7 @@ use token_core::{deliver, fsutil, jwt};
 
 use crate::args::Args;
 use crate::hooks::{Backend, Delivery, Exchange, JobTokens, RenewerSpec, Request};
+use crate::users::{Gid, Uid};
 
 /// The production [`Backend`].
 #[derive(Debug, Default, Clone, Copy)]
@@ -166,12 +167,12 @@ impl Backend for TokenCore {
         &self,
         base: &Path,
         job: &str,
-        uid: u32,
-        gid: u32,
+        uid: Uid,
+        gid: Gid,
     ) -> Result<PathBuf, String> {
         // As root: nothing is created under a directory that another user could change.
         fsutil::check_root_owned_ancestors(base).map_err(|e| format!("token_dir: {e}"))?;
-        deliver::prepare_job_dir(base, job, uid, gid).map_err(|e| e.to_string())
+        deliver::prepare_job_dir(base, job, uid.get(), gid.get()).map_err(|e| e.to_string())
     }
 
     fn reuse_token(&self, file: &Path, min_valid: Duration) -> Option<Secret> {
@@ -457,7 +458,9 @@ mod tests {
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
         let base = shared.join("qlam-auth");
         let me = fsutil::euid();
-        let e = TokenCore.prepare_job_dir(&base, "7", me, 0).unwrap_err();
+        let e = TokenCore
+            .prepare_job_dir(&base, "7", Uid::new(me), Gid::new(0))
+            .unwrap_err();
         assert!(e.contains("token_dir") && e.contains("other users"), "{e}");
         assert!(!base.exists(), "nothing was created");
         assert!(TokenCore.remove_job_dir(&base, "7").is_err());

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use token_core::secret::Secret;
 
 use crate::args::Args;
+pub use crate::users::{Gid, Uid};
 
 /// The step id Slurm gives the batch script (`SLURM_BATCH_SCRIPT` in slurm.h; ffi.rs checks
 /// at compile time that the two agree).
@@ -97,15 +98,15 @@ pub trait Host {
     /// The job id, where Slurm provides it.
     fn job_id(&self) -> Option<u32>;
     /// The job's user, where Slurm provides it.
-    fn job_uid(&self) -> Option<u32>;
+    fn job_uid(&self) -> Option<Uid>;
     /// The job's primary group, where Slurm provides it.
-    fn job_gid(&self) -> Option<u32>;
+    fn job_gid(&self) -> Option<Gid>;
     /// The step id, where Slurm provides it.
     fn step_id(&self) -> Option<u32>;
     /// The real uid of this process (the submitting user in allocator and local context).
-    fn process_uid(&self) -> u32;
+    fn process_uid(&self) -> Uid;
     /// The home directory of a user, from the password database (never `$HOME`).
-    fn user_home(&self, uid: u32) -> Option<PathBuf>;
+    fn user_home(&self, uid: Uid) -> Option<PathBuf>;
     /// A variable of the job's environment in remote context, of this process's environment
     /// in allocator and local context.
     fn getenv(&self, name: &str) -> Option<String>;
@@ -119,11 +120,11 @@ pub trait Host {
     /// The `--qlam-auth` option as Slurm reports it.
     fn option_value(&self) -> OptionState;
     /// The group ids of a user (primary and supplementary, from the group database).
-    fn user_groups(&self, _uid: u32) -> Option<Vec<u32>> {
+    fn user_groups(&self, _uid: Uid) -> Option<Vec<Gid>> {
         None
     }
     /// The id of a group, by name.
-    fn group_id(&self, _name: &str) -> Option<u32> {
+    fn group_id(&self, _name: &str) -> Option<Gid> {
         None
     }
     /// Logs one line (never a secret).
@@ -183,9 +184,9 @@ pub struct RenewerSpec {
     /// The job.
     pub job: u32,
     /// The job's user and group.
-    pub uid: u32,
+    pub uid: Uid,
     /// The job's primary group.
-    pub gid: u32,
+    pub gid: Gid,
     /// The user's home directory.
     pub home: PathBuf,
     /// The job's private token directory and the token file's name in it.
@@ -257,8 +258,8 @@ pub trait Backend {
         &self,
         base: &Path,
         job: &str,
-        uid: u32,
-        gid: u32,
+        uid: Uid,
+        gid: Gid,
     ) -> Result<PathBuf, String>;
     /// The token already in `file`, if it is valid for at least `min_valid` (a later step of
     /// the same job).
@@ -916,7 +917,10 @@ fn deliver_exchanged(
     ex: &token_core::exchange::Request,
     started: Instant,
 ) -> Result<(), String> {
-    let (job, uid) = (host.job_id().unwrap_or(0), host.job_uid().unwrap_or(0));
+    let (job, uid) = (
+        host.job_id().unwrap_or(0),
+        host.job_uid().unwrap_or(Uid::ROOT),
+    );
     let file_name = req.file_name();
     let path = backend
         .write_token(dir, &file_name, &x.job.token)
@@ -987,7 +991,7 @@ fn renewal(
     dir: &Path,
     file_name: &str,
     req: &Requested,
-    uid: u32,
+    uid: Uid,
     exchange: Option<&token_core::exchange::Request>,
 ) {
     if !args.renew {

@@ -30,6 +30,8 @@ pub mod site;
 pub mod spawn;
 #[allow(unsafe_code)] // bindgen output: extern declarations of Slurm's C functions.
 pub mod sys;
+#[allow(unsafe_code)] // getpwuid_r, getgrnam_r, getgrouplist: the password and group databases.
+pub mod users;
 
 /// The plugin's name as Slurm knows it (`plugin_name`).
 ///

@@ -337,12 +337,12 @@ pub const GID_PREFIX: &str = "gid:";
 /// only as `gid:N`)?
 pub fn member_of(
     allowed: &[String],
-    user_gids: &[u32],
-    gid_of: &dyn Fn(&str) -> Option<u32>,
+    user_gids: &[Gid],
+    gid_of: &dyn Fn(&str) -> Option<Gid>,
 ) -> bool {
     allowed.iter().any(|g| {
         match g.strip_prefix(GID_PREFIX) {
-            Some(n) => n.parse::<u32>().ok(),
+            Some(n) => n.parse::<u32>().ok().map(Gid::new),
             None => gid_of(g),
         }
         .is_some_and(|gid| user_gids.contains(&gid))
@@ -354,6 +354,7 @@ pub fn member_of(
 
 use crate::args::Args;
 use crate::hooks::{Backend, Host, Level, SiteToken, State, Verdict};
+use crate::users::Gid;
 
 fn not_member(name: &str) -> String {
     format!(
@@ -546,31 +547,39 @@ mod tests {
         );
     }
 
+    fn gids(ids: &[u32]) -> Vec<Gid> {
+        ids.iter().copied().map(Gid::new).collect()
+    }
+
     #[test]
     fn group_membership() {
         let gid_of = |n: &str| match n {
-            "qpu" => Some(500),
-            "admins" => Some(501),
+            "qpu" => Some(Gid::new(500)),
+            "admins" => Some(Gid::new(501)),
             _ => None,
         };
         // A number needs the explicit `gid:` prefix (this test used a bare "1234" before).
         let allowed = vec!["qpu".to_owned(), "gid:1234".to_owned()];
-        assert!(member_of(&allowed, &[100, 500], &gid_of));
-        assert!(member_of(&allowed, &[1234], &gid_of));
-        assert!(!member_of(&allowed, &[100, 501], &gid_of));
-        assert!(!member_of(&["nosuchgroup".to_owned()], &[100], &gid_of));
+        assert!(member_of(&allowed, &gids(&[100, 500]), &gid_of));
+        assert!(member_of(&allowed, &gids(&[1234]), &gid_of));
+        assert!(!member_of(&allowed, &gids(&[100, 501]), &gid_of));
+        assert!(!member_of(
+            &["nosuchgroup".to_owned()],
+            &gids(&[100]),
+            &gid_of
+        ));
     }
 
     /// Security review item 6: a bare number is a group NAME. A group literally named `2024`
     /// (gid 777) must not match GID 2024, which may be some user's personal group.
     #[test]
     fn a_bare_number_is_a_group_name_not_a_gid() {
-        let gid_of = |n: &str| (n == "2024").then_some(777);
+        let gid_of = |n: &str| (n == "2024").then_some(Gid::new(777));
         let allowed = vec!["2024".to_owned()];
-        assert!(!member_of(&allowed, &[2024], &gid_of));
-        assert!(member_of(&allowed, &[777], &gid_of));
-        assert!(member_of(&["gid:2024".to_owned()], &[2024], &gid_of));
-        assert!(!member_of(&["gid:2024".to_owned()], &[777], &gid_of));
+        assert!(!member_of(&allowed, &gids(&[2024]), &gid_of));
+        assert!(member_of(&allowed, &gids(&[777]), &gid_of));
+        assert!(member_of(&["gid:2024".to_owned()], &gids(&[2024]), &gid_of));
+        assert!(!member_of(&["gid:2024".to_owned()], &gids(&[777]), &gid_of));
         // Both spellings are accepted in the account file and in plugstack.conf.
         let r = SiteAccountRef::parse("a:/x.json:2024,gid:2024").unwrap();
         assert_eq!(

@@ -46,19 +46,19 @@ impl Host for Fake {
     fn job_id(&self) -> Option<u32> {
         (self.ctx == Context::Remote).then_some(77)
     }
-    fn job_uid(&self) -> Option<u32> {
-        (self.ctx == Context::Remote).then_some(UID)
+    fn job_uid(&self) -> Option<Uid> {
+        (self.ctx == Context::Remote).then_some(Uid::new(UID))
     }
-    fn job_gid(&self) -> Option<u32> {
-        (self.ctx == Context::Remote).then_some(UID)
+    fn job_gid(&self) -> Option<Gid> {
+        (self.ctx == Context::Remote).then_some(Gid::new(UID))
     }
     fn step_id(&self) -> Option<u32> {
         Some(BATCH_STEP)
     }
-    fn process_uid(&self) -> u32 {
-        if self.ctx == Context::Remote { 0 } else { UID }
+    fn process_uid(&self) -> Uid {
+        Uid::new(if self.ctx == Context::Remote { 0 } else { UID })
     }
-    fn user_home(&self, _uid: u32) -> Option<PathBuf> {
+    fn user_home(&self, _uid: Uid) -> Option<PathBuf> {
         Some(PathBuf::from("/home/alice"))
     }
     fn getenv(&self, _name: &str) -> Option<String> {
@@ -78,11 +78,11 @@ impl Host for Fake {
     fn log(&self, level: Level, msg: &str) {
         self.logs.borrow_mut().push((level, msg.to_owned()));
     }
-    fn user_groups(&self, uid: u32) -> Option<Vec<u32>> {
-        (uid == UID).then(|| self.groups.clone())
+    fn user_groups(&self, uid: Uid) -> Option<Vec<Gid>> {
+        (uid == Uid::new(UID)).then(|| self.groups.iter().copied().map(Gid::new).collect())
     }
-    fn group_id(&self, name: &str) -> Option<u32> {
-        (name == "qpu").then_some(QPU_GID)
+    fn group_id(&self, name: &str) -> Option<Gid> {
+        (name == "qpu").then_some(Gid::new(QPU_GID))
     }
 }
 
@@ -96,7 +96,7 @@ impl Backend for FakeSite {
         self.calls.borrow_mut().push("check_login".into());
         Err("the user's own login must not be consulted".into())
     }
-    fn prepare_job_dir(&self, base: &Path, job: &str, _: u32, _: u32) -> Result<PathBuf, String> {
+    fn prepare_job_dir(&self, base: &Path, job: &str, _: Uid, _: Gid) -> Result<PathBuf, String> {
         Ok(base.join(job))
     }
     fn reuse_token(&self, _file: &Path, _min_valid: Duration) -> Option<Secret> {

@@ -64,20 +64,20 @@ impl Host for FakeHost {
     fn job_id(&self) -> Option<u32> {
         (self.ctx != Context::Allocator).then_some(JOB)
     }
-    fn job_uid(&self) -> Option<u32> {
-        (self.ctx == Context::Remote).then_some(UID)
+    fn job_uid(&self) -> Option<Uid> {
+        (self.ctx == Context::Remote).then_some(Uid::new(UID))
     }
-    fn job_gid(&self) -> Option<u32> {
-        (self.ctx == Context::Remote).then_some(GID)
+    fn job_gid(&self) -> Option<Gid> {
+        (self.ctx == Context::Remote).then_some(Gid::new(GID))
     }
     fn step_id(&self) -> Option<u32> {
         self.step
     }
-    fn process_uid(&self) -> u32 {
-        if self.ctx == Context::Remote { 0 } else { UID }
+    fn process_uid(&self) -> Uid {
+        Uid::new(if self.ctx == Context::Remote { 0 } else { UID })
     }
-    fn user_home(&self, uid: u32) -> Option<PathBuf> {
-        (uid == UID).then(|| PathBuf::from("/home/alice"))
+    fn user_home(&self, uid: Uid) -> Option<PathBuf> {
+        (uid == Uid::new(UID)).then(|| PathBuf::from("/home/alice"))
     }
     fn getenv(&self, name: &str) -> Option<String> {
         self.env.get(name).cloned()
@@ -155,8 +155,8 @@ impl Backend for FakeBackend {
         &self,
         base: &Path,
         job: &str,
-        uid: u32,
-        gid: u32,
+        uid: Uid,
+        gid: Gid,
     ) -> Result<PathBuf, String> {
         self.calls
             .borrow_mut()

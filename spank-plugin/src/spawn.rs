@@ -112,7 +112,7 @@ pub fn detached(spec: &Spawn) -> io::Result<()> {
     }
 }
 
-/// Sends SIGTERM to `pid` (a renewer found by [`crate::broker`] before it removes a job's
+/// Sends SIGTERM to `pid` (a renewer found by [`crate::backend`] before it removes a job's
 /// directory). `false` if there is no such process or it may not be signalled.
 pub fn terminate(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {

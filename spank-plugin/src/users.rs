@@ -1,6 +1,6 @@
 //! Users and groups: the [`Uid`] and [`Gid`] newtypes where the plugin decides whom to trust,
 //! and the lookups in the password and group databases (getpwuid_r, getgrnam_r,
-//! getgrouplist), all through one buffer-growing loop, [`grow`].
+//! getgrouplist), all through one buffer-growing loop, `grow`.
 //!
 //! A job's user comes from Slurm (`S_JOB_UID`), never from an environment variable; a user's
 //! home comes from the password database, never from `$HOME` (the submitter's, possibly

@@ -33,6 +33,7 @@ pub mod jobcache;
 pub mod jwt;
 pub mod lock;
 pub mod logsafe;
+pub mod logtarget;
 pub mod m2m;
 pub mod oauth;
 pub mod paths;

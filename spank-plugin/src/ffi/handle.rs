@@ -16,7 +16,7 @@ use crate::sys;
 use crate::users::{self, Gid, Uid};
 
 /// The safe wrapper of the `spank_t` of the running hook. It cannot be copied or kept: it lives
-/// inside one [`dispatch`] call.
+/// inside one `dispatch` call.
 #[derive(Debug)]
 pub struct SpankHandle {
     sp: NonNull<sys::spank_handle>,

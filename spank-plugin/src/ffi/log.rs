@@ -27,11 +27,15 @@ impl From<Level> for SlurmLevel {
     }
 }
 
-/// The line that [`slurm_log`] hands to Slurm for `msg`: always exactly one line, because
+/// The line that `slurm_log` hands to Slurm for `msg`: always exactly one line, because
 /// messages carry values from the user's side (paths, `sub`, `client_id`): control characters
 /// are escaped (`\n`, `\x1b`, ...; `token_core::logsafe`).
 pub fn log_line(msg: &str) -> String {
-    format!("qlam-auth: {}", token_core::logsafe::escape(msg))
+    format!(
+        "{}: {}",
+        crate::logtarget::PLUGIN,
+        crate::backend::escape_for_log(msg)
+    )
 }
 
 /// Logs one line through Slurm, with a fixed `"%s"` format (a `%` in the text is never read as

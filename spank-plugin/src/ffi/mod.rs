@@ -1,14 +1,14 @@
 //! What Slurm loads: the plugin symbols, the `slurm_spank_*` hooks and the option callback.
 //!
-//! Every exported function is one line into [`dispatch`], which catches panics (no panic ever
+//! Every exported function is one line into `dispatch`, which catches panics (no panic ever
 //! crosses into C), logs, and returns an error code only where that fails a submission or a job,
 //! never where it would drain the node.
 //!
-//! * this file: the exported symbols, [`export_hook!`], the dispatcher and its panic catching,
+//! * this file: the exported symbols, `export_hook!`, the dispatcher and its panic catching,
 //!   the process-global [`State`], the option's description;
-//! * [`handle`]: [`SpankHandle`], the safe wrapper of a `spank_t`, which implements
+//! * `handle.rs`: [`SpankHandle`], the safe wrapper of a `spank_t`, which implements
 //!   [`crate::hooks::Host`] for the policy in [`crate::hooks`];
-//! * [`log`]: the plugin's lines and token-core's `log` records into Slurm's log.
+//! * `log.rs`: the plugin's lines and token-core's `log` records into Slurm's log.
 //!
 //! The unsafe code of the plugin is here, in [`crate::users`] (passwd/group lookups) and in
 //! [`crate::spawn`] (fork/exec of the renewer); each block says why it is sound.
@@ -24,7 +24,7 @@ pub use self::log::log_line;
 pub use handle::SpankHandle;
 
 use self::log::{SlurmLevel, install_log_bridge, slurm_log};
-use crate::broker::TokenCore;
+use crate::backend::TokenCore;
 use crate::hooks::{self, Context, Host, Level, State, Verdict};
 use crate::sys;
 
@@ -404,6 +404,16 @@ mod tests {
             Ok(Context::Unknown)
         );
         assert_eq!(Context::try_from(77), Err(77));
+    }
+
+    /// Every line in Slurm's log starts with the plugin's target; a security line names its own.
+    #[test]
+    fn log_lines_carry_the_targets() {
+        assert_eq!(log_line("job=1 x"), "qlam-auth: job=1 x");
+        assert_eq!(
+            log_line(&format!("[{}] job=1 refused", crate::logtarget::SECURITY)),
+            "qlam-auth: [qlam-auth::security] job=1 refused"
+        );
     }
 
     #[test]

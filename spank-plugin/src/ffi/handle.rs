@@ -64,10 +64,10 @@ fn check(rc: sys::spank_err_t) -> Result<(), HostError> {
     // SAFETY: spank_strerror returns a pointer to a static string for any value (it has a
     // default case); it is NULL-checked and copied at once.
     let text = unsafe { c_string(sys::spank_strerror(rc)) };
-    Err(HostError(format!(
-        "{} (spank error {rc})",
-        text.unwrap_or_default()
-    )))
+    Err(HostError::Slurm {
+        code: i64::from(rc),
+        text: text.unwrap_or_default(),
+    })
 }
 
 impl Host for SpankHandle {
@@ -157,9 +157,8 @@ impl Host for SpankHandle {
     }
 
     fn setenv(&mut self, name: &str, value: &str) -> Result<(), HostError> {
-        let name = CString::new(name).map_err(|_| HostError("NUL in variable name".to_owned()))?;
-        let value =
-            CString::new(value).map_err(|_| HostError("NUL in variable value".to_owned()))?;
+        let name = CString::new(name).map_err(|_| HostError::Nul { what: "name" })?;
+        let value = CString::new(value).map_err(|_| HostError::Nul { what: "value" })?;
         // SAFETY: the handle is the running hook's; both strings are valid C strings that
         // outlive the call; Slurm copies them into the job environment.
         let rc = unsafe { sys::spank_setenv(self.raw(), name.as_ptr(), value.as_ptr(), 1) };
@@ -167,7 +166,7 @@ impl Host for SpankHandle {
     }
 
     fn unsetenv(&mut self, name: &str) -> Result<(), HostError> {
-        let name = CString::new(name).map_err(|_| HostError("NUL in variable name".to_owned()))?;
+        let name = CString::new(name).map_err(|_| HostError::Nul { what: "name" })?;
         // SAFETY: the handle is the running hook's; `name` is a C string that outlives the call.
         let rc = unsafe { sys::spank_unsetenv(self.raw(), name.as_ptr()) };
         check(rc)

@@ -205,7 +205,7 @@ fn run(hook: Hook, handle: &mut SpankHandle, argv: &[String]) -> Verdict {
             if let Err(e) = handle.register_option() {
                 handle.log(
                     Level::Error,
-                    &format!("could not register --{}: {}", crate::OPTION_NAME, e.0),
+                    &format!("could not register --{}: {}", crate::OPTION_NAME, e),
                 );
             }
             Verdict::Continue

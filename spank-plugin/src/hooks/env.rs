@@ -111,7 +111,7 @@ pub fn export(host: &mut dyn Host, args: &Args, path: &Path, token: &Secret) -> 
     })?;
     let set = |host: &mut dyn Host, k: &str, v: &str| {
         host.setenv(k, v)
-            .map_err(|e| format!("could not set {k} in the job environment: {}", e.0))
+            .map_err(|e| format!("could not set {k} in the job environment: {e}"))
     };
     set(host, ENV_TOKEN_FILE, path)?;
     set(host, ENV_BEARER_TOKEN_FILE, path)?;

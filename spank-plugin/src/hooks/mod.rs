@@ -118,7 +118,32 @@ pub enum OptionState {
 
 /// An error from the host (Slurm refused a call).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostError(pub String);
+#[non_exhaustive]
+pub enum HostError {
+    /// A variable's name or value holds a NUL byte, which a C string cannot carry.
+    Nul {
+        /// `name` or `value`.
+        what: &'static str,
+    },
+    /// Slurm answered with an error (`spank_err_t`).
+    Slurm {
+        /// The error number.
+        code: i64,
+        /// Slurm's text for it (`spank_strerror`).
+        text: String,
+    },
+}
+
+impl std::fmt::Display for HostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostError::Nul { what } => write!(f, "NUL in variable {what}"),
+            HostError::Slurm { code, text } => write!(f, "{text} (spank error {code})"),
+        }
+    }
+}
+
+impl std::error::Error for HostError {}
 
 /// What the policy needs from Slurm. [`crate::ffi::SpankHandle`] implements it over a `spank_t`;
 /// the tests implement it with a fake.

@@ -88,7 +88,10 @@ impl Host for FakeHost {
     }
     fn setenv(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         if self.setenv_fails {
-            return Err(HostError("Valid only in remote context".to_owned()));
+            return Err(HostError::Slurm {
+                code: 3,
+                text: "Valid only in remote context".to_owned(),
+            });
         }
         self.set.insert(name.to_owned(), value.to_owned());
         Ok(())

@@ -15,7 +15,7 @@
 //! | `issuers=URL[,URL...]` | the site file's `issuers` | the only issuers a job may use: a user config pointing elsewhere is refused. With neither set, no token is delivered (the admins are told in slurmd's log, users at submission) |
 //! | `site=PATH` | `/etc/qlam-auth/site.json` | absolute; the site file (root's, not writable by others): default contexts, `issuers`, `inject` |
 //! | `inject=auto\|requested` | the site file's `inject.automatic`, else `requested` | `auto`: every job of a user with a usable login gets a token without `--qlam-auth` (`--qlam-auth=no` opts out, and so does `QLAM_AUTH_INJECT=no` in the submission environment); a user without a login is never refused for it |
-//! | `m2m=NAME:FILE[:GROUP,...]` | none | a site service account (repeatable): `--qlam-auth=NAME` gets its client-credentials token; FILE is root-only (0600 root); the optional groups are the world-readable copy of its allowlist, checked at submission (see `site.rs`) |
+//! | `m2m=NAME:FILE[:GROUP,...]` | none | a site service account (repeatable): `--qlam-auth=NAME` gets its client-credentials token; FILE is root-only (0600 root); the optional groups are the world-readable copy of its allowlist, checked at submission (see [`SiteAccountRef`] and `hooks/site.rs`) |
 //! | `renew=yes\|no` | yes | keep the token file valid while the job runs (`qlam-auth job-renewer`, one per job, node and token file) |
 //! | `renew_at=F` | 0.5 | renew once this fraction of the token's lifetime has passed (0.5..=0.9) |
 //! | `renewer=PATH` | `/usr/local/bin/qlam-auth` | absolute; the `qlam-auth` binary that runs the renewer |
@@ -73,7 +73,7 @@ pub struct Args {
     /// The grants a user's config may use (`grants=`); default: user logins only.
     pub grants: Vec<GrantType>,
     /// Site service accounts (`m2m=`).
-    pub site_accounts: Vec<crate::site::SiteAccountRef>,
+    pub site_accounts: Vec<SiteAccountRef>,
     /// Base directory of the site accounts' token caches.
     pub m2m_cache: PathBuf,
     /// Set when a security-relevant argument is broken: jobs asking for a token are refused with
@@ -110,7 +110,7 @@ impl Default for Args {
             issuers: None,
             grants: DEFAULT_GRANTS.to_vec(),
             site_accounts: Vec::new(),
-            m2m_cache: PathBuf::from(crate::site::DEFAULT_M2M_CACHE),
+            m2m_cache: PathBuf::from(DEFAULT_M2M_CACHE),
             misconfigured: None,
             renew: true,
             renew_at: token_core::renew::DEFAULT_RENEW_AT,
@@ -197,7 +197,7 @@ impl Args {
                 Ok(p) => self.ca_bundle = Some(p),
                 Err(e) => return Err(self.fail_closed(format!("ca_bundle: {e}"))),
             },
-            "m2m" => match crate::site::SiteAccountRef::parse(value) {
+            "m2m" => match SiteAccountRef::parse(value) {
                 Ok(a) if self.site_accounts.iter().any(|b| b.name == a.name) => {
                     return Err(self.fail_closed(format!("m2m: '{}' is listed twice", a.name)));
                 }
@@ -359,7 +359,7 @@ impl Args {
     }
 
     /// The site service account named `name`, if the site configured one.
-    pub fn site_account(&self, name: Option<&str>) -> Option<&crate::site::SiteAccountRef> {
+    pub fn site_account(&self, name: Option<&str>) -> Option<&SiteAccountRef> {
         let name = name?;
         self.site_accounts.iter().find(|a| a.name == name)
     }
@@ -397,6 +397,87 @@ fn seconds(value: &str, min: Duration, max: Duration) -> Result<Duration, String
         ));
     }
     Ok(d)
+}
+
+/// Longest accepted qsh context name (`--qlam-auth=CONTEXT`, and a site account's name).
+pub const MAX_CONTEXT_LEN: usize = 128;
+
+/// A qsh context name: 1 to [`MAX_CONTEXT_LEN`] characters of `A-Z a-z 0-9 . _ - @ +`, not
+/// starting with `.` (it names a file in the job's directory).
+pub fn is_context_name(value: &str) -> bool {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-@+".contains(c);
+    !value.is_empty()
+        && value.len() <= MAX_CONTEXT_LEN
+        && !value.starts_with('.')
+        && value.chars().all(ok_char)
+}
+
+/// Default of `m2m_cache`.
+pub const DEFAULT_M2M_CACHE: &str = "/var/cache/qlam-auth/m2m";
+
+/// Prefix of a numeric group id in a group list (`gid:2024`); anything else is a group name,
+/// digits included.
+pub const GID_PREFIX: &str = "gid:";
+
+/// A site account as plugstack.conf names it: `NAME:FILE[:GROUP,GROUP...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteAccountRef {
+    /// What jobs ask for: `--qlam-auth=NAME`.
+    pub name: String,
+    /// The root-only account file.
+    pub file: PathBuf,
+    /// The world-readable copy of the allowlist, for the check at submission.
+    pub public_groups: Option<Vec<String>>,
+}
+
+impl SiteAccountRef {
+    /// Parses `NAME:FILE[:GROUP,...]`.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let mut parts = value.splitn(3, ':');
+        let name = parts.next().unwrap_or_default();
+        let file = parts
+            .next()
+            .ok_or_else(|| format!("'{value}': expected NAME:/path/NAME.json[:GROUP,...]"))?;
+        if !is_context_name(name) {
+            return Err(format!(
+                "'{name}' is not a valid account name (A-Z a-z 0-9 . _ - @ +)"
+            ));
+        }
+        let file = absolute_path(file)?;
+        let public_groups = match parts.next() {
+            None => None,
+            Some(g) => Some(parse_groups(g.split(','))?),
+        };
+        Ok(SiteAccountRef {
+            name: name.to_owned(),
+            file,
+            public_groups,
+        })
+    }
+}
+
+pub(crate) fn parse_groups<'a>(
+    items: impl Iterator<Item = &'a str>,
+) -> Result<Vec<String>, String> {
+    let groups: Vec<String> = items
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if groups.is_empty() {
+        return Err("the group list is empty".into());
+    }
+    if let Some(bad) = groups.iter().find(|g| match g.strip_prefix(GID_PREFIX) {
+        Some(n) => n.parse::<u32>().is_err(),
+        None => !g
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-$".contains(c)),
+    }) {
+        return Err(format!(
+            "'{bad}' is not a group name or {GID_PREFIX}NUMBER (a bare number is a group name)"
+        ));
+    }
+    Ok(groups)
 }
 
 pub(crate) fn absolute_path(value: &str) -> Result<PathBuf, String> {
@@ -636,6 +717,45 @@ mod tests {
             assert_eq!(p.len(), 1, "{bad}: {p:?}");
             let m = a.misconfigured.unwrap_or_default();
             assert!(m.contains("misconfigured"), "{bad}: {m}");
+        }
+    }
+
+    #[test]
+    fn plugstack_spelling() {
+        let r = SiteAccountRef::parse("qpu-ci:/etc/qlam/m2m/qpu-ci.json:qpu,admins").unwrap();
+        assert_eq!(r.name, "qpu-ci");
+        assert_eq!(r.file, Path::new("/etc/qlam/m2m/qpu-ci.json"));
+        assert_eq!(r.public_groups, Some(vec!["qpu".into(), "admins".into()]));
+        assert_eq!(
+            SiteAccountRef::parse("a:/x.json").unwrap().public_groups,
+            None
+        );
+        for bad in [
+            "a",
+            "a:rel.json",
+            "../a:/x.json",
+            "a:/x.json:",
+            "a:/x.json:bad group",
+        ] {
+            assert!(SiteAccountRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Security review item 6 (the plugstack half; the membership half is in `hooks/site.rs`):
+    /// both spellings, a group name of digits and `gid:N`, are accepted in plugstack.conf.
+    #[test]
+    fn a_bare_number_is_a_group_name_not_a_gid() {
+        let r = SiteAccountRef::parse("a:/x.json:2024,gid:2024").unwrap();
+        assert_eq!(
+            r.public_groups,
+            Some(vec!["2024".into(), "gid:2024".into()])
+        );
+        for bad in [
+            "a:/x.json:gid:",
+            "a:/x.json:gid:x1",
+            "a:/x.json:gid:99999999999",
+        ] {
+            assert!(SiteAccountRef::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -5,31 +5,36 @@
 //! (`QLAM_TOKEN_FILE`, `BEARER_TOKEN_FILE`) and, unless the site says `env_token=no`, in
 //! `QLAM_ACCESS_TOKEN`.
 //!
-//! Layout:
-//! * [`sys`]: the bindgen binding of `spank.h` (unsafe, generated).
-//! * [`ffi`]: the symbols Slurm loads, a panic-catching dispatcher and [`ffi::SpankHandle`], the
-//!   safe wrapper of a `spank_t` (all hand-written unsafe code is here).
+//! Layout, in layers (each uses only those below it):
+//! * [`ffi`]: the symbols Slurm loads, a panic-catching dispatcher, [`ffi::SpankHandle`] (the
+//!   safe wrapper of a `spank_t`) and the log bridge into Slurm's log.
+//! * [`hooks`]: the policy, one module per concern, written against the [`hooks::Host`] and
+//!   [`backend::Backend`] traits so it is tested without Slurm and without an IdP.
+//! * [`backend`]: the [`backend::Backend`] trait and [`backend::TokenCore`], its implementation:
+//!   the only module that calls token-core (config, store, OAuth, job files, site accounts).
 //! * [`args`]: the plugin arguments from `plugstack.conf`.
-//! * [`hooks`]: the policy, written against the [`hooks::Host`] and [`hooks::Backend`] traits so
-//!   it is tested without Slurm.
-//! * [`broker`]: the [`hooks::Backend`] made of token-core (config, store, OAuth, job files).
-//! * [`site`]: site service accounts (`m2m=NAME:FILE`): group allowlist, root-only secret and cache.
+//! * [`users`]: [`users::Uid`], [`users::Gid`] and the password/group database lookups.
 //! * [`spawn`]: starts the token renewer (`qlam-auth job-renewer`) detached, as the job's user.
+//! * [`sys`]: the bindgen binding of `spank.h` (generated).
+//! * [`logtarget`]: the log targets (token-core's constants).
 //!
-//! Unsafe code is denied crate-wide and allowed, with a reason, on `sys`, `ffi` and `spawn` only; every
-//! other module forbids it.
+//! Unsafe code is denied crate-wide and allowed, with a reason, on `sys`, `ffi`, `users` and
+//! `spawn` only; every other module forbids it.
 #![deny(unsafe_code)]
 
 pub mod args;
-pub mod broker;
+pub mod backend;
 #[allow(unsafe_code)] // The exported C ABI of a SPANK plugin and the calls into Slurm.
 pub mod ffi;
 pub mod hooks;
-pub mod site;
 #[allow(unsafe_code)] // fork/exec of the token renewer: async-signal-safe calls in the child.
 pub mod spawn;
 #[allow(unsafe_code)] // bindgen output: extern declarations of Slurm's C functions.
 pub mod sys;
+#[allow(unsafe_code)] // getpwuid_r, getgrnam_r, getgrouplist: the password and group databases.
+pub mod users;
+
+pub use token_core::logtarget;
 
 /// The plugin's name as Slurm knows it (`plugin_name`).
 ///

@@ -23,6 +23,8 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use crate::users::{Gid, Uid};
+
 /// What to run, as whom.
 #[derive(Debug, Clone)]
 pub struct Spawn {
@@ -33,9 +35,9 @@ pub struct Spawn {
     /// Its whole environment.
     pub env: Vec<(OsString, OsString)>,
     /// The user it runs as.
-    pub uid: u32,
+    pub uid: Uid,
     /// The group it runs as.
-    pub gid: u32,
+    pub gid: Gid,
 }
 
 /// Starts `spec` detached (double fork) and returns once the intermediate child has exited,
@@ -49,10 +51,10 @@ pub fn detached(spec: &Spawn) -> io::Result<()> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let (uid, gid) = (spec.uid, spec.gid);
-    if uid == 0 {
+    if spec.uid.is_root() {
         return Err(io::Error::other("refusing to start the renewer as root"));
     }
+    let (uid, gid) = (spec.uid.get(), spec.gid.get());
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
     // functions may be called. It calls only system-call wrappers (setsid, fork, _exit,
     // sigaction via signal, sigprocmask, setresgid, setresuid, close_range) on integers it
@@ -110,7 +112,7 @@ pub fn detached(spec: &Spawn) -> io::Result<()> {
     }
 }
 
-/// Sends SIGTERM to `pid` (a renewer found by [`crate::broker`] before it removes a job's
+/// Sends SIGTERM to `pid` (a renewer found by [`crate::backend`] before it removes a job's
 /// directory). `false` if there is no such process or it may not be signalled.
 pub fn terminate(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {

@@ -8,8 +8,7 @@
 mod support;
 
 use qlam_spank::args::Args;
-use qlam_spank::broker::TokenCore;
-use qlam_spank::hooks::{Backend, Request};
+use qlam_spank::backend::{Backend, Request, TokenCore};
 use std::os::unix::fs::PermissionsExt;
 use support::*;
 use token_core::paths::QshPaths;
@@ -52,7 +51,7 @@ fn the_site_context_serves_users_without_a_config_of_their_own() {
         context: None,
         args: &args,
     };
-    let e = TokenCore.check_login(&req).unwrap_err();
+    let e = TokenCore.check_login(&req).unwrap_err().to_string();
     assert!(
         e.contains("not logged in") && e.contains("qlam-auth login"),
         "{e}"

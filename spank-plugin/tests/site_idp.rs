@@ -8,8 +8,7 @@
 mod support;
 
 use qlam_spank::args::Args;
-use qlam_spank::broker::TokenCore;
-use qlam_spank::hooks::Backend;
+use qlam_spank::backend::{Backend, Source, TokenCore};
 use std::os::unix::fs::PermissionsExt;
 use support::*;
 
@@ -46,7 +45,7 @@ fn site_account_token_from_a_root_only_shared_cache() {
     let acct = backend.load_site_account(r).unwrap();
     let before = idp.token_requests("client_credentials");
     let first = backend.obtain_site(r, &acct, &args).unwrap();
-    assert_eq!(first.source, "renewed");
+    assert_eq!(first.source, Source::Renewed);
     assert_eq!(
         idp.token_requests("client_credentials") - before,
         2,
@@ -54,7 +53,7 @@ fn site_account_token_from_a_root_only_shared_cache() {
     );
     for _ in 0..10 {
         let again = backend.obtain_site(r, &acct, &args).unwrap();
-        assert_eq!(again.source, "cache");
+        assert_eq!(again.source, Source::Cache);
         assert_eq!(again.token, first.token);
     }
     assert_eq!(idp.token_requests("client_credentials") - before, 2);
@@ -67,6 +66,6 @@ fn site_account_token_from_a_root_only_shared_cache() {
     assert_eq!(usage.requests, 2);
     // A group- or world-readable account file is refused.
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let e = backend.load_site_account(r).unwrap_err();
+    let e = backend.load_site_account(r).unwrap_err().to_string();
     assert!(e.contains("chmod 600"), "{e}");
 }

@@ -154,17 +154,10 @@ fn subject_of(t: &TokenSet) -> Option<String> {
 }
 
 impl Broker {
-    /// A broker for `provider`'s tokens in `paths`. Refuses an issuer outside
-    /// `http.allowed_issuers`. `env` is the environment whose settings overrides
-    /// (`QLAM_TOKEN_BUDGET` ..., see [`crate::settings::Settings::load`]) apply: the CLI's, or in the
-    /// plugin the daemon's (never a job's). Only `qlam-auth.json` is read; no connection is made
-    /// yet.
-    pub fn new(
-        paths: &QshPaths,
-        provider: ProviderConfig,
-        http: &HttpSettings,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self> {
+    /// Refuses a provider whose issuer is not in `http.allowed_issuers` (the site's allowlist,
+    /// when there is one). [`Broker::new`] calls it first; the plugin calls it on its own so that
+    /// this refusal, and only this one, is logged as a security event.
+    pub fn check_issuer(provider: &ProviderConfig, http: &HttpSettings) -> Result<()> {
         if let Some(allowed) = &http.allowed_issuers {
             let ok = allowed
                 .iter()
@@ -181,6 +174,21 @@ impl Broker {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// A broker for `provider`'s tokens in `paths`. Refuses an issuer outside
+    /// `http.allowed_issuers`. `env` is the environment whose settings overrides
+    /// (`QLAM_TOKEN_BUDGET` ..., see [`crate::settings::Settings::load`]) apply: the CLI's, or in the
+    /// plugin the daemon's (never a job's). Only `qlam-auth.json` is read; no connection is made
+    /// yet.
+    pub fn new(
+        paths: &QshPaths,
+        provider: ProviderConfig,
+        http: &HttpSettings,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        Self::check_issuer(&provider, http)?;
         Ok(Broker {
             store: CredentialStore::new(paths),
             provider,

@@ -34,6 +34,7 @@ pub mod json;
 pub mod jwt;
 pub mod lock;
 pub mod logsafe;
+pub mod logtarget;
 pub mod m2m;
 pub mod oauth;
 pub mod paths;

@@ -1,8 +1,11 @@
 //! The site-account policy through the real hooks, with a fake Slurm and a fake token-core.
 
 use super::*;
-use crate::site::{SiteAccount, SiteAccountRef};
+use crate::args::{Args, SiteAccountRef};
+use crate::backend::SiteAccount;
 use std::cell::RefCell;
+use std::path::Path;
+use std::time::Duration;
 
 const UID: u32 = 1001;
 const QPU_GID: u32 = 700;
@@ -46,19 +49,19 @@ impl Host for Fake {
     fn job_id(&self) -> Option<u32> {
         (self.ctx == Context::Remote).then_some(77)
     }
-    fn job_uid(&self) -> Option<u32> {
-        (self.ctx == Context::Remote).then_some(UID)
+    fn job_uid(&self) -> Option<Uid> {
+        (self.ctx == Context::Remote).then_some(Uid::new(UID))
     }
-    fn job_gid(&self) -> Option<u32> {
-        (self.ctx == Context::Remote).then_some(UID)
+    fn job_gid(&self) -> Option<Gid> {
+        (self.ctx == Context::Remote).then_some(Gid::new(UID))
     }
     fn step_id(&self) -> Option<u32> {
         Some(BATCH_STEP)
     }
-    fn process_uid(&self) -> u32 {
-        if self.ctx == Context::Remote { 0 } else { UID }
+    fn process_uid(&self) -> Uid {
+        Uid::new(if self.ctx == Context::Remote { 0 } else { UID })
     }
-    fn user_home(&self, _uid: u32) -> Option<PathBuf> {
+    fn user_home(&self, _uid: Uid) -> Option<PathBuf> {
         Some(PathBuf::from("/home/alice"))
     }
     fn getenv(&self, _name: &str) -> Option<String> {
@@ -78,11 +81,11 @@ impl Host for Fake {
     fn log(&self, level: Level, msg: &str) {
         self.logs.borrow_mut().push((level, msg.to_owned()));
     }
-    fn user_groups(&self, uid: u32) -> Option<Vec<u32>> {
-        (uid == UID).then(|| self.groups.clone())
+    fn user_groups(&self, uid: Uid) -> Option<Vec<Gid>> {
+        (uid == Uid::new(UID)).then(|| self.groups.iter().copied().map(Gid::new).collect())
     }
-    fn group_id(&self, name: &str) -> Option<u32> {
-        (name == "qpu").then_some(QPU_GID)
+    fn group_id(&self, name: &str) -> Option<Gid> {
+        (name == "qpu").then_some(Gid::new(QPU_GID))
     }
 }
 
@@ -92,34 +95,49 @@ struct FakeSite {
 }
 
 impl Backend for FakeSite {
-    fn check_login(&self, _req: &Request<'_>) -> Result<String, String> {
+    fn check_login(&self, _req: &Request<'_>) -> Result<String, BackendError> {
         self.calls.borrow_mut().push("check_login".into());
-        Err("the user's own login must not be consulted".into())
+        Err(BackendError::Other(
+            "the user's own login must not be consulted".into(),
+        ))
     }
-    fn prepare_job_dir(&self, base: &Path, job: &str, _: u32, _: u32) -> Result<PathBuf, String> {
+    fn prepare_job_dir(
+        &self,
+        base: &Path,
+        job: &str,
+        _: Uid,
+        _: Gid,
+    ) -> Result<PathBuf, BackendError> {
         Ok(base.join(job))
     }
     fn reuse_token(&self, _file: &Path, _min_valid: Duration) -> Option<Secret> {
         None
     }
-    fn obtain(&self, _req: &Request<'_>) -> Result<Delivery, String> {
+    fn obtain(&self, _req: &Request<'_>) -> Result<Delivery, BackendError> {
         self.calls.borrow_mut().push("obtain".into());
-        Err("the user's own login must not be consulted".into())
+        Err(BackendError::Other(
+            "the user's own login must not be consulted".into(),
+        ))
     }
-    fn write_token(&self, dir: &Path, file_name: &str, token: &Secret) -> Result<PathBuf, String> {
+    fn write_token(
+        &self,
+        dir: &Path,
+        file_name: &str,
+        token: &Secret,
+    ) -> Result<PathBuf, BackendError> {
         self.calls
             .borrow_mut()
             .push(format!("write {file_name} {}", token.expose()));
         Ok(dir.join(file_name))
     }
-    fn remove_job_dir(&self, _base: &Path, _job: &str) -> Result<bool, String> {
+    fn remove_job_dir(&self, _base: &Path, _job: &str) -> Result<bool, BackendError> {
         Ok(true)
     }
-    fn load_site_account(&self, account: &SiteAccountRef) -> Result<SiteAccount, String> {
+    fn load_site_account(&self, account: &SiteAccountRef) -> Result<SiteAccount, BackendError> {
         self.calls
             .borrow_mut()
             .push(format!("load {}", account.file.display()));
-        crate::site::parse(
+        SiteAccount::parse(
             &account.file,
             format!(
                 r#"{{"issuer":"idp.example","client_id":"qpu-ci","client_secret":"{SECRET}","allowed_groups":["qpu"]}}"#
@@ -132,7 +150,7 @@ impl Backend for FakeSite {
         account: &SiteAccountRef,
         acct: &SiteAccount,
         args: &Args,
-    ) -> Result<Delivery, String> {
+    ) -> Result<Delivery, BackendError> {
         self.calls.borrow_mut().push(format!(
             "obtain_site {} {} cache={}",
             account.name,
@@ -142,7 +160,7 @@ impl Backend for FakeSite {
         Ok(Delivery {
             token: Secret::new(TOKEN),
             refreshed: false,
-            source: "cache",
+            source: Source::Cache,
             expires_in: Some(3000),
             subject: None,
             client_id: acct.client_id().to_owned(),
@@ -258,6 +276,25 @@ fn a_non_member_fails_the_job_not_the_node_and_costs_no_token() {
     assert!(
         host.logs()
             .contains("not allowed to use the site service account"),
+        "{}",
+        host.logs()
+    );
+}
+
+/// The node's refusal of a site account is a security line (for the admins' audit).
+#[test]
+fn a_refused_site_account_is_logged_under_the_security_target() {
+    let (host, _, v) = job(&[UID]);
+    assert_eq!(v, Verdict::Fail);
+    assert!(
+        host.logs()
+            .contains("[qlam-auth::security] job=77 uid=1001 refused the site account 'qpu-ci'"),
+        "{}",
+        host.logs()
+    );
+    let (host, _, _) = job(&[UID, QPU_GID]);
+    assert!(
+        !host.logs().contains("qlam-auth::security"),
         "{}",
         host.logs()
     );

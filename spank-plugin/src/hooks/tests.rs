@@ -1,8 +1,12 @@
 //! The policy, tested with a fake Slurm and a fake token-core.
 
 use super::*;
+use crate::args::{Args, MAX_CONTEXT_LEN};
+use crate::backend::Exchanged;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
 
 const TOKEN: &str = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9.c2VjcmV0LXNpZ25hdHVyZQ";
 const JOB: u32 = 4242;
@@ -64,27 +68,30 @@ impl Host for FakeHost {
     fn job_id(&self) -> Option<u32> {
         (self.ctx != Context::Allocator).then_some(JOB)
     }
-    fn job_uid(&self) -> Option<u32> {
-        (self.ctx == Context::Remote).then_some(UID)
+    fn job_uid(&self) -> Option<Uid> {
+        (self.ctx == Context::Remote).then_some(Uid::new(UID))
     }
-    fn job_gid(&self) -> Option<u32> {
-        (self.ctx == Context::Remote).then_some(GID)
+    fn job_gid(&self) -> Option<Gid> {
+        (self.ctx == Context::Remote).then_some(Gid::new(GID))
     }
     fn step_id(&self) -> Option<u32> {
         self.step
     }
-    fn process_uid(&self) -> u32 {
-        if self.ctx == Context::Remote { 0 } else { UID }
+    fn process_uid(&self) -> Uid {
+        Uid::new(if self.ctx == Context::Remote { 0 } else { UID })
     }
-    fn user_home(&self, uid: u32) -> Option<PathBuf> {
-        (uid == UID).then(|| PathBuf::from("/home/alice"))
+    fn user_home(&self, uid: Uid) -> Option<PathBuf> {
+        (uid == Uid::new(UID)).then(|| PathBuf::from("/home/alice"))
     }
     fn getenv(&self, name: &str) -> Option<String> {
         self.env.get(name).cloned()
     }
     fn setenv(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         if self.setenv_fails {
-            return Err(HostError("Valid only in remote context".to_owned()));
+            return Err(HostError::Slurm {
+                code: 3,
+                text: "Valid only in remote context".to_owned(),
+            });
         }
         self.set.insert(name.to_owned(), value.to_owned());
         Ok(())
@@ -113,6 +120,8 @@ struct FakeBackend {
     /// The token's `sub` and the config's `client_id` (default `alice`, `qlam-cli`).
     identity: Option<(String, String)>,
     exchange_error: Option<String>,
+    /// `obtain` refuses the way the real backend refuses a grant the site does not allow.
+    refuses_grant: bool,
     calls: RefCell<Vec<String>>,
 }
 
@@ -139,7 +148,7 @@ impl FakeBackend {
 }
 
 impl Backend for FakeBackend {
-    fn check_login(&self, req: &Request<'_>) -> Result<String, String> {
+    fn check_login(&self, req: &Request<'_>) -> Result<String, BackendError> {
         self.calls.borrow_mut().push(format!(
             "check_login home={} context={:?} qsh={:?}",
             req.home.display(),
@@ -147,7 +156,7 @@ impl Backend for FakeBackend {
             (req.env)("QSH_CONFIG_DIR")
         ));
         match &self.login_error {
-            Some(e) => Err(e.clone()),
+            Some(e) => Err(BackendError::Other(e.clone())),
             None => Ok("context default, subject alice".to_owned()),
         }
     }
@@ -155,14 +164,14 @@ impl Backend for FakeBackend {
         &self,
         base: &Path,
         job: &str,
-        uid: u32,
-        gid: u32,
-    ) -> Result<PathBuf, String> {
+        uid: Uid,
+        gid: Gid,
+    ) -> Result<PathBuf, BackendError> {
         self.calls
             .borrow_mut()
             .push(format!("prepare {} {job} {uid} {gid}", base.display()));
         match &self.prepare_error {
-            Some(e) => Err(e.clone()),
+            Some(e) => Err(BackendError::Other(e.clone())),
             None => Ok(base.join(job)),
         }
     }
@@ -172,19 +181,25 @@ impl Backend for FakeBackend {
             .push(format!("reuse {} {}", file.display(), min_valid.as_secs()));
         self.reusable.then(|| Secret::new(TOKEN))
     }
-    fn obtain(&self, req: &Request<'_>) -> Result<Delivery, String> {
+    fn obtain(&self, req: &Request<'_>) -> Result<Delivery, BackendError> {
         self.calls.borrow_mut().push(format!(
             "obtain home={} context={:?} min_valid={}",
             req.home.display(),
             req.context,
             req.args.min_valid.as_secs()
         ));
+        if self.refuses_grant {
+            return Err(BackendError::GrantNotAllowed(
+                "the qsh config uses grant_type token_exchange, which this cluster does not allow"
+                    .into(),
+            ));
+        }
         match &self.obtain_error {
-            Some(e) => Err(e.clone()),
+            Some(e) => Err(BackendError::Other(e.clone())),
             None => Ok(Delivery {
                 token: Secret::new(TOKEN),
                 refreshed: true,
-                source: "renewed",
+                source: Source::Renewed,
                 expires_in: Some(3600),
                 lock_wait: Duration::ZERO,
                 capped_from: None,
@@ -198,13 +213,18 @@ impl Backend for FakeBackend {
             }),
         }
     }
-    fn write_token(&self, dir: &Path, file_name: &str, _token: &Secret) -> Result<PathBuf, String> {
+    fn write_token(
+        &self,
+        dir: &Path,
+        file_name: &str,
+        _token: &Secret,
+    ) -> Result<PathBuf, BackendError> {
         self.calls
             .borrow_mut()
             .push(format!("write {} {file_name}", dir.display()));
         Ok(dir.join(file_name))
     }
-    fn remove_job_dir(&self, base: &Path, job: &str) -> Result<bool, String> {
+    fn remove_job_dir(&self, base: &Path, job: &str) -> Result<bool, BackendError> {
         self.calls
             .borrow_mut()
             .push(format!("remove {} {job}", base.display()));
@@ -216,7 +236,7 @@ impl Backend for FakeBackend {
         ex: &token_core::exchange::Request,
         _job: u32,
         _file_name: &str,
-    ) -> Result<Exchange, String> {
+    ) -> Result<Exchange, BackendError> {
         self.calls.borrow_mut().push(format!(
             "exchange audience={:?} scope={:?} lifetime={:?}",
             ex.audience,
@@ -224,7 +244,7 @@ impl Backend for FakeBackend {
             ex.lifetime.map(|l| l.as_secs())
         ));
         if let Some(e) = &self.exchange_error {
-            return Err(e.clone());
+            return Err(BackendError::Other(e.clone()));
         }
         let user = self.obtain(req)?;
         Ok(Exchange {
@@ -241,20 +261,20 @@ impl Backend for FakeBackend {
             provider: provider(),
         })
     }
-    fn write_meta(
-        &self,
-        dir: &Path,
-        file_name: &str,
-        meta: &token_core::exchange::Meta,
-    ) -> Result<(), String> {
+    fn write_meta(&self, dir: &Path, file_name: &str, job: &Exchanged) -> Result<(), BackendError> {
         self.calls.borrow_mut().push(format!(
             "meta {} {file_name} {:?}",
             dir.display(),
-            meta.audience
+            job.audience
         ));
         Ok(())
     }
-    fn revoke(&self, tokens: &JobTokens, _args: &Args, within: Duration) -> Result<usize, String> {
+    fn revoke(
+        &self,
+        tokens: &JobTokens,
+        _args: &Args,
+        within: Duration,
+    ) -> Result<usize, BackendError> {
         self.calls.borrow_mut().push(format!(
             "revoke {} within {} s",
             tokens.tokens.len(),
@@ -1059,5 +1079,39 @@ fn without_the_grant_required_fails_the_job_and_preferred_falls_back() {
     assert!(
         e.contains("token exchange failed") && e.contains("exchange=preferred"),
         "{e}"
+    );
+}
+
+/// A refusal a site admin audits (here: a grant the site does not allow) is logged under the
+/// security target too, with the job and its user; an ordinary failure (not logged in) is not.
+#[test]
+fn refusals_are_logged_under_the_security_target() {
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    let backend = FakeBackend {
+        refuses_grant: true,
+        ..FakeBackend::default()
+    };
+    let (_, v) = run_step(&mut host, &backend, &argv(&[]));
+    assert_eq!(v, Verdict::Fail, "only the job fails");
+    let logs = host.all_logs();
+    assert!(
+        logs.contains(
+            "[qlam-auth::security] job=4242 uid=1001 refused: the qsh config uses grant_type \
+             token_exchange"
+        ),
+        "{logs}"
+    );
+
+    let mut host = FakeHost::new(Context::Remote, FakeHost::flag());
+    let backend = FakeBackend {
+        obtain_error: Some("not logged in for context 'default': run `qlam-auth login`".into()),
+        ..FakeBackend::default()
+    };
+    let (_, v) = run_step(&mut host, &backend, &argv(&[]));
+    assert_eq!(v, Verdict::Fail);
+    assert!(
+        !host.all_logs().contains("qlam-auth::security"),
+        "{}",
+        host.all_logs()
     );
 }

@@ -1,15 +1,11 @@
-//! [`Backend`] made of token-core: the only module of the plugin that calls token-core.
-//!
-//! Every call is synchronous and starts no thread (token-core's HTTP client is blocking), so
-//! nothing outlives the hook that made it. Time is bounded by the plugin's `timeout` argument:
-//! `lock_timeout` for the store lock, the rest for the network.
+//! [`TokenCore`]: the [`Backend`] made of token-core (config, store, OAuth, job files).
 #![forbid(unsafe_code)]
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use token_core::broker::{Broker, ObtainOptions, Obtained, Source};
+use token_core::broker::{Broker, ObtainOptions, Obtained};
 use token_core::config::{Config, ProviderConfig};
 use token_core::http::HttpSettings;
 use token_core::paths::QshPaths;
@@ -17,8 +13,13 @@ use token_core::secret::Secret;
 use token_core::time::Timestamp;
 use token_core::{deliver, fsutil, jwt};
 
-use crate::args::Args;
-use crate::hooks::{Backend, Delivery, Exchange, JobTokens, RenewerSpec, Request};
+use super::renewer::{RENEWER_STOP_WAIT, renewer_args, status_of, stop_renewers};
+use super::site_account::{SiteAccount, cache_paths};
+use super::{
+    Backend, BackendError, Delivery, Exchange, Exchanged, JobTokens, RenewerSpec, Request,
+};
+use crate::args::{Args, SiteAccountRef};
+use crate::users::{Gid, Uid};
 
 /// The daemon's own environment (slurmstepd's), for the settings only the site may make.
 fn daemon_env(name: &str) -> Option<String> {
@@ -32,27 +33,22 @@ pub struct TokenCore;
 impl TokenCore {
     /// A broker for the user's provider of the requested context. token-core refuses an issuer
     /// outside the site's `issuers` list here, before anything is read from the store.
-    fn broker(req: &Request<'_>) -> Result<(Broker, ProviderConfig), String> {
+    fn broker(req: &Request<'_>) -> Result<(Broker, ProviderConfig), BackendError> {
         let paths = QshPaths::resolve(req.home, req.env);
         // The job's environment for its paths and `env:` references; slurmd's (the daemon's)
         // for what only the site may set: plain http to a loopback issuer, budget overrides.
-        let config = Config::load_with_site(&paths, req.args.site.clone())
-            .map_err(|e| e.to_string())?
+        let config = Config::load_with_site(&paths, req.args.site.clone())?
             .with_http_loopback(token_core::config::allow_http_loopback(&daemon_env));
-        let provider = config
-            .provider_with_env(req.context, req.env)
-            .map_err(|e| e.to_string())?;
+        let provider = config.provider_with_env(req.context, req.env)?;
         // At submission (sbatch fails with the fix) and in the job (task_init fails the job).
-        req.args.check_grant(provider.grant_type)?;
+        req.args
+            .check_grant(provider.grant_type)
+            .map_err(BackendError::GrantNotAllowed)?;
         // plugstack timeout= bounds the whole hook: lock wait, discovery, request and retries.
-        let broker = Broker::new(
-            &paths,
-            provider.clone(),
-            &http_settings(req.args),
-            &daemon_env,
-        )
-        .map_err(|e| e.to_string())?
-        .with_deadline(Instant::now() + req.args.timeout);
+        let http = http_settings(req.args);
+        Broker::check_issuer(&provider, &http).map_err(BackendError::IssuerNotAllowed)?;
+        let broker = Broker::new(&paths, provider.clone(), &http, &daemon_env)?
+            .with_deadline(Instant::now() + req.args.timeout);
         Ok((broker, provider))
     }
 }
@@ -71,12 +67,7 @@ fn delivery(got: Obtained, subject: Option<String>) -> Delivery {
     Delivery {
         token: got.access_token,
         refreshed: got.refreshed,
-        source: match got.source {
-            Source::Cache => "cache",
-            Source::RenewedByOther => "renewed_by_other",
-            Source::Renewed => "renewed",
-            Source::Stale => "stale",
-        },
+        source: got.source,
         expires_in: got.expires_at.map(|t| t.unix_seconds().saturating_sub(now)),
         subject,
         client_id: got.client_id,
@@ -84,57 +75,6 @@ fn delivery(got: Obtained, subject: Option<String>) -> Delivery {
         lock_wait: got.lock_wait,
         capped_from: got.capped_from,
     }
-}
-
-/// The arguments of `qlam-auth job-renewer` for `spec` (no secret among them: every local user
-/// can read a process's arguments).
-pub fn renewer_args(spec: &RenewerSpec, args: &Args) -> Vec<OsString> {
-    let mut v: Vec<OsString> = vec![
-        "job-renewer".into(),
-        "--job".into(),
-        spec.job.to_string().into(),
-        "--dir".into(),
-        spec.dir.clone().into(),
-        "--file".into(),
-        spec.file_name.clone().into(),
-        "--home".into(),
-        spec.home.clone().into(),
-        "--renew-at".into(),
-        args.renew_at.to_string().into(),
-        "--timeout".into(),
-        args.timeout.as_secs().to_string().into(),
-        "--lock-timeout".into(),
-        args.lock_timeout().as_secs().to_string().into(),
-    ];
-    if let Some(c) = &spec.context {
-        v.extend(["--context".into(), c.clone().into()]);
-    }
-    if let Some(e) = spec.end_time {
-        v.extend(["--end-time".into(), e.to_string().into()]);
-    }
-    if let Some(ca) = &args.ca_bundle {
-        v.extend(["--ca-bundle".into(), ca.clone().into()]);
-    }
-    v.extend(["--site-file".into(), args.site_file.clone().into()]);
-    for i in args.issuers.iter().flatten() {
-        v.extend(["--issuer".into(), i.clone().into()]);
-    }
-    if let Some(ex) = &spec.exchange {
-        v.push("--exchange".into());
-        if let Some(a) = &ex.audience {
-            v.extend(["--exchange-audience".into(), a.clone().into()]);
-        }
-        if let Some(s) = &ex.scope {
-            v.extend(["--exchange-scope".into(), s.clone().into()]);
-        }
-        if let Some(l) = ex.lifetime {
-            v.extend([
-                "--exchange-max-lifetime".into(),
-                l.as_secs().to_string().into(),
-            ]);
-        }
-    }
-    v
 }
 
 /// The HTTP settings the site's arguments give, plus `SSL_CERT_FILE` from the daemon's own
@@ -151,9 +91,9 @@ pub fn http_settings(args: &Args) -> HttpSettings {
 }
 
 impl Backend for TokenCore {
-    fn check_login(&self, req: &Request<'_>) -> Result<String, String> {
+    fn check_login(&self, req: &Request<'_>) -> Result<String, BackendError> {
         let (broker, provider) = Self::broker(req)?;
-        let login = broker.check_login().map_err(|e| e.to_string())?;
+        let login = broker.check_login()?;
         let now = Timestamp::now();
         let access = match login.access_expires_at {
             Some(t) if t.unix_seconds() > now.unix_seconds() => {
@@ -182,12 +122,12 @@ impl Backend for TokenCore {
         &self,
         base: &Path,
         job: &str,
-        uid: u32,
-        gid: u32,
-    ) -> Result<PathBuf, String> {
+        uid: Uid,
+        gid: Gid,
+    ) -> Result<PathBuf, BackendError> {
         // As root: nothing is created under a directory that another user could change.
-        fsutil::check_root_owned_ancestors(base).map_err(|e| format!("token_dir: {e}"))?;
-        deliver::prepare_job_dir(base, job, uid, gid).map_err(|e| e.to_string())
+        root_owned("token_dir", base)?;
+        Ok(deliver::prepare_job_dir(base, job, uid.get(), gid.get())?)
     }
 
     fn reuse_token(&self, file: &Path, min_valid: Duration) -> Option<Secret> {
@@ -206,11 +146,9 @@ impl Backend for TokenCore {
         (exp >= Timestamp::now().unix_seconds().saturating_add(min_valid)).then_some(token)
     }
 
-    fn obtain(&self, req: &Request<'_>) -> Result<Delivery, String> {
+    fn obtain(&self, req: &Request<'_>) -> Result<Delivery, BackendError> {
         let (broker, _) = Self::broker(req)?;
-        let got = broker
-            .obtain(&obtain_options(req.args))
-            .map_err(|e| e.to_string())?;
+        let got = broker.obtain(&obtain_options(req.args))?;
         // The `sub` claim: slurmd's log is no place for e-mail addresses.
         let subject = token_core::jwt::sub(got.access_token.expose()).or(got.subject.clone());
         Ok(delivery(got, subject))
@@ -222,28 +160,25 @@ impl Backend for TokenCore {
         ex: &token_core::exchange::Request,
         job: u32,
         file_name: &str,
-    ) -> Result<Exchange, String> {
+    ) -> Result<Exchange, BackendError> {
         let (broker, provider) = Self::broker(req)?;
         let paths = QshPaths::resolve(req.home, req.env);
         let opts = obtain_options(req.args);
         let mut user = None;
-        let (token, subject, _) = token_core::jobcache::JobCache::new(&paths)
-            .get_or_exchange(
-                job,
-                file_name,
-                ex,
-                opts.min_valid,
-                opts.lock_timeout,
-                &mut || {
-                    let (u, x) = token_core::exchange::job_token(&broker, &opts, ex)?;
-                    // The `sub` claim: slurmd's log is no place for e-mail addresses.
-                    let subject =
-                        token_core::jwt::sub(u.access_token.expose()).or(u.subject.clone());
-                    user = Some(delivery(u, subject.clone()));
-                    Ok((x, subject))
-                },
-            )
-            .map_err(|e| e.to_string())?;
+        let (token, subject, _) = token_core::jobcache::JobCache::new(&paths).get_or_exchange(
+            job,
+            file_name,
+            ex,
+            opts.min_valid,
+            opts.lock_timeout,
+            &mut || {
+                let (u, x) = token_core::exchange::job_token(&broker, &opts, ex)?;
+                // The `sub` claim: slurmd's log is no place for e-mail addresses.
+                let subject = token_core::jwt::sub(u.access_token.expose()).or(u.subject.clone());
+                user = Some(delivery(u, subject.clone()));
+                Ok((x, subject))
+            },
+        )?;
         Ok(Exchange {
             user,
             subject,
@@ -254,16 +189,17 @@ impl Backend for TokenCore {
         })
     }
 
-    fn write_meta(
-        &self,
-        dir: &Path,
-        file_name: &str,
-        meta: &token_core::exchange::Meta,
-    ) -> Result<(), String> {
-        token_core::exchange::write_meta(dir, file_name, meta).map_err(|e| e.to_string())
+    fn write_meta(&self, dir: &Path, file_name: &str, job: &Exchanged) -> Result<(), BackendError> {
+        let meta = token_core::exchange::Meta::of(job, Timestamp::now());
+        Ok(token_core::exchange::write_meta(dir, file_name, &meta)?)
     }
 
-    fn revoke(&self, tokens: &JobTokens, args: &Args, within: Duration) -> Result<usize, String> {
+    fn revoke(
+        &self,
+        tokens: &JobTokens,
+        args: &Args,
+        within: Duration,
+    ) -> Result<usize, BackendError> {
         let Some(provider) = tokens.provider.clone() else {
             return Ok(0);
         };
@@ -272,14 +208,13 @@ impl Backend for TokenCore {
             connect_timeout: within.min(args.connect_timeout()),
             ..http_settings(args)
         };
-        let client: token_core::http::SharedHttp = std::sync::Arc::new(
-            token_core::http::UreqClient::new(&http).map_err(|e| e.to_string())?,
-        );
+        let client: token_core::http::SharedHttp =
+            std::sync::Arc::new(token_core::http::UreqClient::new(&http)?);
         let oauth = token_core::oauth::OAuthClient::new(client, provider, within)
             .with_deadline(Some(Instant::now() + within));
         let mut revoked = 0;
         for t in &tokens.tokens {
-            if !oauth.revoke(t, "access_token").map_err(|e| e.to_string())? {
+            if !oauth.revoke(t, "access_token")? {
                 return Ok(0);
             }
             revoked += 1;
@@ -287,16 +222,20 @@ impl Backend for TokenCore {
         Ok(revoked)
     }
 
-    fn write_token(&self, dir: &Path, file_name: &str, token: &Secret) -> Result<PathBuf, String> {
-        deliver::write_token_file(dir, file_name, token).map_err(|e| e.to_string())
+    fn write_token(
+        &self,
+        dir: &Path,
+        file_name: &str,
+        token: &Secret,
+    ) -> Result<PathBuf, BackendError> {
+        Ok(deliver::write_token_file(dir, file_name, token)?)
     }
 
-    fn start_renewer(&self, spec: &RenewerSpec, args: &Args) -> Result<bool, String> {
+    fn start_renewer(&self, spec: &RenewerSpec, args: &Args) -> Result<bool, BackendError> {
         use token_core::renew::lock_file_name;
         // Cheap check first: a renewer of this file already holds its lock.
-        let dir = token_core::fsutil::open_dir(&spec.dir, token_core::fsutil::Policy::PRIVATE)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "the job token directory does not exist".to_owned())?;
+        let dir = token_core::fsutil::open_dir(&spec.dir, token_core::fsutil::Policy::PRIVATE)?
+            .ok_or(BackendError::NoJobDir)?;
         match token_core::lock::acquire(
             token_core::fsutil::fd(&dir),
             &spec.dir,
@@ -307,7 +246,7 @@ impl Backend for TokenCore {
         ) {
             Ok(_free) => {}
             Err(token_core::Error::LockTimeout { .. }) => return Ok(false),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
         let mut env: Vec<(OsString, OsString)> = vec![
             ("PATH".into(), "/usr/bin:/bin".into()),
@@ -322,7 +261,10 @@ impl Backend for TokenCore {
             uid: spec.uid,
             gid: spec.gid,
         })
-        .map_err(|e| format!("{}: {e}", args.renewer.display()))?;
+        .map_err(|source| BackendError::Renewer {
+            program: args.renewer.clone(),
+            source,
+        })?;
         Ok(true)
     }
 
@@ -337,34 +279,29 @@ impl Backend for TokenCore {
         ))
     }
 
-    fn load_site_account(
-        &self,
-        account: &crate::site::SiteAccountRef,
-    ) -> Result<crate::site::SiteAccount, String> {
-        crate::site::load(account)
+    fn load_site_account(&self, account: &SiteAccountRef) -> Result<SiteAccount, BackendError> {
+        SiteAccount::load(account)
     }
 
     fn obtain_site(
         &self,
-        account: &crate::site::SiteAccountRef,
-        acct: &crate::site::SiteAccount,
+        account: &SiteAccountRef,
+        acct: &SiteAccount,
         args: &Args,
-    ) -> Result<Delivery, String> {
-        fsutil::check_root_owned_ancestors(&args.m2m_cache)
-            .map_err(|e| format!("m2m_cache: {e}"))?;
-        let paths = crate::site::cache_paths(&args.m2m_cache, &account.name);
+    ) -> Result<Delivery, BackendError> {
+        root_owned("m2m_cache", &args.m2m_cache)?;
+        let paths = cache_paths(&args.m2m_cache, &account.name);
         let provider = acct.provider(&account.name, &account.file);
-        let broker = Broker::new(&paths, provider, &http_settings(args), &daemon_env)
-            .map_err(|e| e.to_string())?
+        let http = http_settings(args);
+        Broker::check_issuer(&provider, &http).map_err(BackendError::IssuerNotAllowed)?;
+        let broker = Broker::new(&paths, provider, &http, &daemon_env)?
             .with_settings(acct.settings());
-        let got = broker
-            .obtain(&obtain_options(args))
-            .map_err(|e| e.to_string())?;
+        let got = broker.obtain(&obtain_options(args))?;
         Ok(delivery(got, None))
     }
 
-    fn remove_job_dir(&self, base: &Path, job: &str) -> Result<bool, String> {
-        fsutil::check_root_owned_ancestors(base).map_err(|e| format!("token_dir: {e}"))?;
+    fn remove_job_dir(&self, base: &Path, job: &str) -> Result<bool, BackendError> {
+        root_owned("token_dir", base)?;
         let dir = base.join(job);
         if dir.symlink_metadata().is_ok() {
             // A renewer still writing its status file would make the removal fail (a file
@@ -376,86 +313,18 @@ impl Backend for TokenCore {
             // One more try, for a renewer that was not ours to stop in time.
             Err(first) => {
                 std::thread::sleep(Duration::from_millis(100));
-                deliver::remove_job_dir(base, job).map_err(|_| first.to_string())?
+                deliver::remove_job_dir(base, job).map_err(|_| first)?
             }
         };
         Ok(done != deliver::Cleanup::Absent)
     }
 }
 
-/// How long the removal of a job directory waits for its renewers to end.
-pub const RENEWER_STOP_WAIT: Duration = Duration::from_secs(3);
-
-/// As root, before `dir` is removed: SIGTERM to every renewer that wrote a status file in it
-/// (the pid in `<file>.status`, checked against /proc: a `job-renewer` of this job), then wait
-/// at most `wait` for all of them to end. Returns how many were stopped.
-pub fn stop_renewers(dir: &Path, job: &str, wait: Duration) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let mut pids = Vec::new();
-    for e in entries.flatten().take(64) {
-        let name = e.file_name();
-        if !name.to_string_lossy().ends_with(".status") {
-            continue;
-        }
-        let pid = status_of(&e.path())
-            .and_then(|v| v.get("pid").and_then(|p| p.as_u64()))
-            .and_then(|p| u32::try_from(p).ok());
-        if let Some(pid) = pid.filter(|p| is_renewer_of(*p, job))
-            && crate::spawn::terminate(pid)
-        {
-            pids.push(pid);
-        }
-    }
-    let until = Instant::now() + wait;
-    while pids.iter().any(|p| alive(*p)) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    pids.len()
-}
-
-/// A renewer's status file, read by root in the user's job directory: never following a link,
-/// never blocking on a FIFO, at most 64 KiB; `None` if absent or not JSON. Nothing in it is
-/// trusted beyond a pid that is then checked against /proc, and text for the log.
-fn status_of(path: &Path) -> Option<serde_json::Value> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .ok()?;
-    if !f.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut bytes = Vec::new();
-    f.take(64 * 1024).read_to_end(&mut bytes).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// True if `pid` runs `qlam-auth job-renewer --job JOB ...`.
-fn is_renewer_of(pid: u32, job: &str) -> bool {
-    let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-    args.contains(&&b"job-renewer"[..])
-        && args
-            .windows(2)
-            .any(|w| w[0] == b"--job" && w[1] == job.as_bytes())
-}
-
-/// True while `pid` exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses, which may itself hold spaces.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+/// As root: every directory on the way to `dir` (plugstack `setting`) must be root's and not
+/// writable by others before anything is created or removed under it.
+fn root_owned(setting: &'static str, dir: &Path) -> Result<(), BackendError> {
+    fsutil::check_root_owned_ancestors(dir)
+        .map_err(|source| BackendError::UnsafeDirectory { setting, source })
 }
 
 #[cfg(test)]
@@ -473,7 +342,11 @@ mod tests {
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
         let base = shared.join("qlam-auth");
         let me = fsutil::euid();
-        let e = TokenCore.prepare_job_dir(&base, "7", me, 0).unwrap_err();
+        let e = TokenCore
+            .prepare_job_dir(&base, "7", Uid::new(me), Gid::new(0))
+            .unwrap_err();
+        assert!(matches!(e, BackendError::UnsafeDirectory { .. }) && e.is_security());
+        let e = e.to_string();
         assert!(e.contains("token_dir") && e.contains("other users"), "{e}");
         assert!(!base.exists(), "nothing was created");
         assert!(TokenCore.remove_job_dir(&base, "7").is_err());
@@ -516,9 +389,9 @@ mod tests {
                 context: None,
                 args: &args,
             };
-            let e = TokenCore.check_login(&req).unwrap_err();
+            let e = TokenCore.check_login(&req).unwrap_err().to_string();
             assert!(e.contains(grant) && e.contains("grants="), "{e}");
-            let e = TokenCore.obtain(&req).unwrap_err();
+            let e = TokenCore.obtain(&req).unwrap_err().to_string();
             assert!(e.contains(grant) && e.contains("grants="), "{e}");
 
             let arg = format!("grants=device_code,{grant}");
@@ -536,53 +409,8 @@ mod tests {
             context: None,
             args: &args,
         };
-        let e = TokenCore.check_login(&req).unwrap_err();
+        let e = TokenCore.check_login(&req).unwrap_err().to_string();
         assert!(!e.contains("grants="), "{e}");
-    }
-
-    #[test]
-    fn the_renewers_of_a_job_are_stopped_before_its_directory_goes_and_nothing_else() {
-        let tmp = tempfile::tempdir().unwrap();
-        // Looks like `qlam-auth job-renewer --job JOB` in /proc/PID/cmdline; ends by itself
-        // after 30 s at the latest.
-        let fake = |job: &str| {
-            std::process::Command::new("sh")
-                .args([
-                    "-c",
-                    "for i in $(seq 600); do sleep 0.05; done",
-                    "job-renewer",
-                    "--job",
-                    job,
-                ])
-                .spawn()
-                .unwrap()
-        };
-        let write = |name: &str, pid: u32| {
-            std::fs::write(
-                tmp.path().join(name),
-                format!("{{\"state\":\"ok\",\"pid\":{pid}}}"),
-            )
-            .unwrap()
-        };
-        let mut renewer = fake("42");
-        let mut other = fake("7");
-        write("token.status", renewer.id());
-        // A status file naming a process that is not a renewer of this job: left alone.
-        write("token-x.status", std::process::id());
-        write("token-y.status", other.id());
-        let started = Instant::now();
-        let stopped = stop_renewers(tmp.path(), "42", Duration::from_secs(3));
-        let took = started.elapsed();
-        let renewer_gone = !alive(renewer.id());
-        let other_alive = alive(other.id());
-        for c in [&mut renewer, &mut other] {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        assert_eq!(stopped, 1, "only the renewer of job 42 is stopped");
-        assert!(renewer_gone, "it has ended");
-        assert!(took < Duration::from_secs(3), "within the bound: {took:?}");
-        assert!(other_alive, "another job's renewer is not ours to stop");
     }
 
     #[test]

@@ -99,6 +99,14 @@ pub fn renewer_args(spec: &RenewerSpec, args: &Args) -> Vec<OsString> {
     if let Some(e) = spec.end_time {
         v.extend(["--end-time".into(), e.to_string().into()]);
     }
+    let squeue = match &args.squeue {
+        crate::args::Squeue::Off => None,
+        crate::args::Squeue::Path(p) => Some(p.clone()),
+        crate::args::Squeue::Auto => slurm_jobinfo::squeue_path(None),
+    };
+    if let Some(q) = squeue {
+        v.extend(["--squeue".into(), q.into()]);
+    }
     if let Some(ca) = &args.ca_bundle {
         v.extend(["--ca-bundle".into(), ca.clone().into()]);
     }
@@ -299,6 +307,10 @@ impl Backend for TokenCore {
             ("LC_ALL".into(), "C".into()),
         ];
         env.extend(spec.config_env.iter().map(|(k, v)| (k.into(), v.into())));
+        // The daemon's own SLURM_CONF (root's), for the renewer's squeue; never the job's.
+        if let Some(conf) = std::env::var_os("SLURM_CONF").filter(|c| !c.is_empty()) {
+            env.push(("SLURM_CONF".into(), conf));
+        }
         crate::spawn::detached(&crate::spawn::Spawn {
             program: args.renewer.clone(),
             args: renewer_args(spec, args),

@@ -10,7 +10,7 @@
 use std::ffi::{CStr, CString, OsStr, c_char, c_int, c_uint};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::ptr::{self, NonNull};
 use std::sync::{Mutex, Once};
 
@@ -297,6 +297,8 @@ fn option_description() -> sys::spank_option {
 pub struct SpankHandle {
     sp: NonNull<sys::spank_handle>,
     ctx: Context,
+    /// The job's end time from slurmctld, asked at most once per hook.
+    job_end: std::cell::OnceCell<Option<u64>>,
 }
 
 impl SpankHandle {
@@ -304,7 +306,11 @@ impl SpankHandle {
     /// `sp` must be NULL or the handle Slurm passed to the running hook, and the wrapper must be
     /// dropped before the hook returns.
     unsafe fn new(sp: sys::spank_t, ctx: Context) -> Option<Self> {
-        NonNull::new(sp).map(|sp| SpankHandle { sp, ctx })
+        NonNull::new(sp).map(|sp| SpankHandle {
+            sp,
+            ctx,
+            job_end: std::cell::OnceCell::new(),
+        })
     }
 
     fn raw(&self) -> sys::spank_t {
@@ -467,6 +473,32 @@ impl Host for SpankHandle {
 
     fn group_id(&self, name: &str) -> Option<u32> {
         gid_of_name(name)
+    }
+
+    fn job_end_from_slurm(&self, squeue: &Path) -> Option<u64> {
+        if self.ctx != Context::Remote {
+            return None;
+        }
+        *self.job_end.get_or_init(|| {
+            let job = self.job_id()?;
+            // The daemon's own SLURM_CONF (root's), never the job's.
+            let conf = std::env::var("SLURM_CONF").ok();
+            match slurm_jobinfo::query_end_time(
+                squeue,
+                job,
+                conf.as_deref(),
+                slurm_jobinfo::QUERY_TIMEOUT,
+            ) {
+                Ok(end) => Some(end),
+                Err(e) => {
+                    self.log(
+                        Level::Verbose,
+                        &format!("job={job}: the job's end time is unknown ({e})"),
+                    );
+                    None
+                }
+            }
+        })
     }
 
     fn option_value(&self) -> OptionState {

@@ -126,6 +126,11 @@ pub trait Host {
     fn group_id(&self, _name: &str) -> Option<u32> {
         None
     }
+    /// The job's end time (Unix seconds) as slurmctld knows it, asked with this `squeue`
+    /// (remote context only; see [`slurm_jobinfo`]).
+    fn job_end_from_slurm(&self, _squeue: &Path) -> Option<u64> {
+        None
+    }
     /// Logs one line (never a secret).
     fn log(&self, level: Level, msg: &str);
 }
@@ -750,11 +755,8 @@ pub const EXCHANGE_MARGIN: Duration = Duration::from_secs(END_TIME_MARGIN.as_sec
 
 /// How long this job still needs a token: until its end (`SLURM_JOB_END_TIME`) plus
 /// [`EXCHANGE_MARGIN`].
-fn job_remaining(host: &dyn Host) -> Option<Duration> {
-    let end = host
-        .getenv("SLURM_JOB_END_TIME")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|e| *e > 0)?;
+fn job_remaining(host: &dyn Host, args: &Args) -> Option<Duration> {
+    let end = job_end(host, args)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -803,7 +805,7 @@ fn deliver(
         return Ok(());
     }
     let args = &needed_validity(&*host, args);
-    let exchange = exchange_request(&*host, args, job_remaining(&*host))?;
+    let exchange = exchange_request(&*host, args, job_remaining(&*host, args))?;
 
     if let Some(token) = backend.reuse_token(&dir.join(&file_name), args.min_valid) {
         let path = dir.join(&file_name);
@@ -1019,10 +1021,7 @@ fn renewal(
         file_name: file_name.to_owned(),
         context: req.context.clone(),
         config_env,
-        end_time: host
-            .getenv("SLURM_JOB_END_TIME")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|e| *e > 0),
+        end_time: job_end(host, args),
         // Each renewal asks for the site's maximum, shortened to what is left of the job.
         exchange: exchange.map(|ex| token_core::exchange::Request {
             lifetime: args.exchange.max_lifetime,
@@ -1036,13 +1035,17 @@ fn renewal(
     match backend.start_renewer(&spec, args) {
         Ok(true) => host.log(
             Level::Verbose,
-            &format!("job={job} step={} renewer started for {file_name}", step_name(host.step_id())),
+            &format!(
+                "job={job} step={} renewer started for {file_name}",
+                step_name(host.step_id())
+            ),
         ),
         Ok(false) => {}
         Err(msg) => host.log(
             Level::Error,
             &format!(
-                "job={job}: could not start the token renewer ({msg}); the job's token will not                  be renewed while it runs (check plugstack renewer=)"
+                "job={job}: could not start the token renewer ({msg}); the job's token will not \
+                 be renewed while it runs (check plugstack renewer=)"
             ),
         ),
     }
@@ -1056,9 +1059,7 @@ pub const END_TIME_MARGIN: Duration = Duration::from_secs(120);
 /// that a stored token that outlives the job is used without any call to the identity provider.
 pub fn needed_validity(host: &dyn Host, args: &Args) -> Args {
     let mut args = args.clone();
-    let end = host
-        .getenv("SLURM_JOB_END_TIME")
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let end = job_end(host, &args);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -1068,6 +1069,25 @@ pub fn needed_validity(host: &dyn Host, args: &Args) -> Args {
         args.min_valid = args.min_valid.min(until_end);
     }
     args
+}
+
+/// The job's end time (Unix seconds): slurmctld's answer (`squeue=`, see [`slurm_jobinfo`]),
+/// else the job's `SLURM_JOB_END_TIME` (set by Slurm 23.02 and later; on 22.05 only if the user
+/// set it: a value a user can choose moves their own job's token lifetime only within the site's
+/// `exchange_max_lifetime`, which is why slurmctld is asked first).
+pub fn job_end(host: &dyn Host, args: &Args) -> Option<u64> {
+    let from_slurm = match &args.squeue {
+        crate::args::Squeue::Off => None,
+        crate::args::Squeue::Path(p) => host.job_end_from_slurm(p),
+        crate::args::Squeue::Auto => {
+            slurm_jobinfo::squeue_path(None).and_then(|p| host.job_end_from_slurm(&p))
+        }
+    };
+    from_slurm.or_else(|| {
+        host.getenv("SLURM_JOB_END_TIME")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|e| *e > 0)
+    })
 }
 
 /// The variables that move a user's qsh configuration (as token-core reads them).

@@ -232,6 +232,11 @@ pub struct JobRenewerArgs {
     /// The job's end (Unix seconds): the renewer stops then at the latest.
     #[arg(long, value_name = "UNIX_SECONDS")]
     pub end_time: Option<u64>,
+    /// The `squeue` that tells the job's end again (plugstack squeue=): asked before each job
+    /// token exchange and when the end has passed, so a time limit extended with `scontrol
+    /// update` keeps the renewer and the job token alive.
+    #[arg(long, value_name = "FILE")]
+    pub squeue: Option<std::path::PathBuf>,
     /// The CAs that TLS to the issuer trusts (plugstack ca_bundle=).
     #[arg(long, value_name = "FILE")]
     pub ca_bundle: Option<std::path::PathBuf>,

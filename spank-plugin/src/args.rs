@@ -25,6 +25,7 @@
 //! | `exchange_audience=A[,A...]` | the provider's audience | the audiences a job token may have; the first is the default |
 //! | `exchange_scope=S[,S...]` | the IdP decides | the scopes a job token may have (comma- or space-separated); all of them by default |
 //! | `exchange_max_lifetime=SECONDS` | none | the longest a job token may live (it never lives longer than the job's remaining time plus a margin) |
+//! | `squeue=PATH\|off` | the first of `/usr/bin/squeue`, `/usr/local/bin/squeue`, `/opt/slurm/bin/squeue` | absolute; how the plugin learns the job's end time from slurmctld (`squeue --format=%e`, bounded by 3 s); `off`: only `SLURM_JOB_END_TIME` from the job's environment (Slurm 23.02+, and settable by the user) |
 //!
 //! Slurm runs `job_epilog` without `init`, so every hook parses the arguments again.
 //!
@@ -93,6 +94,20 @@ pub struct Args {
     pub site: Option<token_core::site::Site>,
     /// `exchange*=`: the site's policy for narrow job tokens.
     pub exchange: token_core::exchange::Policy,
+    /// `squeue=PATH|off`: how the job's end time is asked of slurmctld.
+    pub squeue: Squeue,
+}
+
+/// `squeue=`: where the job's end time comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Squeue {
+    /// The first `squeue` of [`slurm_jobinfo::DEFAULT_SQUEUE`] that exists.
+    #[default]
+    Auto,
+    /// This `squeue`.
+    Path(PathBuf),
+    /// Do not ask slurmctld: only the job's `SLURM_JOB_END_TIME`.
+    Off,
 }
 
 /// Default of `renewer`.
@@ -119,6 +134,7 @@ impl Default for Args {
             inject: None,
             site: None,
             exchange: token_core::exchange::Policy::default(),
+            squeue: Squeue::Auto,
         }
     }
 }
@@ -215,7 +231,8 @@ impl Args {
                     Ok(f) if (lo..=hi).contains(&f) => self.renew_at = f,
                     _ => {
                         return Err(format!(
-                            "renew_at: expected a fraction of the token lifetime from {lo} to                              {hi}; keeping {}",
+                            "renew_at: expected a fraction of the token lifetime from {lo} to \
+                             {hi}; keeping {}",
                             self.renew_at
                         ));
                     }
@@ -226,6 +243,11 @@ impl Args {
                 Err(e) => {
                     return Err(format!("renewer: {e}; keeping {}", self.renewer.display()));
                 }
+            },
+            "squeue" if value == "off" => self.squeue = Squeue::Off,
+            "squeue" => match absolute_path(value) {
+                Ok(p) => self.squeue = Squeue::Path(p),
+                Err(e) => return Err(format!("squeue: {e}; asking the default squeue")),
             },
             "site" => match absolute_path(value) {
                 Ok(p) => self.site_file = p,
@@ -285,7 +307,7 @@ impl Args {
                 return Err(format!(
                     "unknown argument '{key}' (known: min_valid, token_dir, env_token, ca_bundle, \
                      timeout, lock_timeout, issuers, grants, site, inject, m2m, m2m_cache, renew, renew_at, \
-                     renewer, exchange, exchange_audience, exchange_scope, exchange_max_lifetime); ignored"
+                     renewer, exchange, exchange_audience, exchange_scope, exchange_max_lifetime, squeue); ignored"
                 ));
             }
         }
@@ -598,6 +620,22 @@ mod tests {
         assert_eq!(a.timeout, DEFAULT_TIMEOUT);
         assert!(a.env_token);
         assert_eq!(a.misconfigured, None);
+    }
+
+    #[test]
+    fn squeue_is_a_path_or_off() {
+        assert_eq!(parse(&[]).0.squeue, Squeue::Auto);
+        let (a, p) = parse(&["squeue=/opt/slurm/bin/squeue"]);
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(
+            a.squeue,
+            Squeue::Path(PathBuf::from("/opt/slurm/bin/squeue"))
+        );
+        assert_eq!(parse(&["squeue=off"]).0.squeue, Squeue::Off);
+        let (a, p) = parse(&["squeue=bin/squeue"]);
+        assert_eq!(a.squeue, Squeue::Auto);
+        assert_eq!(p.len(), 1, "a relative squeue is reported: {p:?}");
+        assert!(a.misconfigured.is_none(), "and it does not refuse jobs");
     }
 
     #[test]

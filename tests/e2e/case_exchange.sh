@@ -11,8 +11,9 @@
 #
 #   x1  a 2-minute job asking for storage.read: its token is the storage token with exactly that
 #       scope, taken by the storage resource and refused by the API; it lives at most the job's
-#       remaining time plus the margin (SLURM_JOB_END_TIME: Slurm 22.05 does not set it, 23.02
-#       and later do; the test submits the value 23.02 would set, so the cap is exercised here); an srun step reuses it (one exchange); slurmd logs job,
+#       remaining time plus the margin, as slurmctld tells it (the plugin asks squeue: Slurm 22.05
+#       sets no SLURM_JOB_END_TIME, and the job submits a false one a day late, which must not
+#       stretch the token); an srun step reuses it (one exchange); slurmd logs job,
 #       subject, client id, audience and the token's fingerprint; after the job the IdP says
 #       it is inactive
 #   x2  a scope beyond the site's: sbatch refuses with the reason; nothing is queued
@@ -88,7 +89,7 @@ t_begin "x1: the job's token: exactly storage.read for $X_STORAGE, <= its time l
 x_plugin required
 u=qa5; h=$(user_home $u)
 te0=$(x_stat '.successes["token-exchange"]')
-x1_end=$(($(date +%s) + X_LIMIT_MIN * 60))
+x1_end=$(($(date +%s) + 86400)) # a lie: the job's end is in X_LIMIT_MIN minutes
 if id=$(printf '%s' "$x_job" | X_END=$x1_end x_submit $u x1 storage.read -t "$X_LIMIT_MIN"); then
     JOBS+=("$id")
     assert_eq "COMPLETED 0:0" "$(wait_job "$id" 90 || true)" "job state"

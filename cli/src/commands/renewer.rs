@@ -5,7 +5,8 @@
 //! module builds the broker as the plugin does and decides when the job has ended here:
 //! * the job's token directory is gone (removed by the batch step's `exit` or by `job_epilog`),
 //! * or no `slurmstepd` of the job is left on the node (all its steps ended),
-//! * or the job's end time has passed (plus a margin),
+//! * or the job's end time has passed (plus a margin) and slurmctld, asked again with `--squeue`,
+//!   does not tell a later one (an extended time limit),
 //! * or SIGTERM, SIGINT or SIGHUP.
 
 use crate::cli::JobRenewerArgs;
@@ -71,9 +72,10 @@ pub fn run(a: &JobRenewerArgs) -> Result<(), Failure> {
     {
         job_tokens.push(t);
     }
+    let end = JobEnd::new(a.job, a.end_time, a.squeue.clone());
     let mut obtain = |min_valid: Duration| {
         if a.exchange {
-            return renew_job_token(a, &broker_now()?, min_valid, &mut job_tokens);
+            return renew_job_token(a, &broker_now()?, min_valid, end.ask(), &mut job_tokens);
         }
         broker_now()?.obtain(&ObtainOptions {
             min_valid,
@@ -84,20 +86,23 @@ pub fn run(a: &JobRenewerArgs) -> Result<(), Failure> {
         dir: a.dir.clone(),
         file_name: a.file.clone(),
         renew_at: a.renew_at,
+        // With --squeue the end is checked in `alive`, where it can be asked again.
         stop_at: a
             .end_time
+            .filter(|_| a.squeue.is_none())
             .and_then(|e| i64::try_from(e).ok())
             .map(|e| Timestamp::from_unix_seconds(e).plus_seconds(END_MARGIN_SECS)),
     };
     let job = a.job;
     let dir = a.dir.clone();
     let watch = a.watch_pid;
-    let alive = move || {
+    let alive = || {
         dir.is_dir()
             && match watch {
                 Some(pid) => Path::new(&format!("/proc/{pid}")).exists(),
                 None => job_runs_here(job),
             }
+            && !end.passed(END_MARGIN_SECS)
     };
     let ended = token_core::renew::run(&cfg, &mut obtain, &alive, &stop);
     if a.exchange && ended.as_ref().is_ok_and(|e| *e != Ended::AlreadyRunning) {
@@ -118,6 +123,59 @@ pub fn run(a: &JobRenewerArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The job's end time: what the plugin passed (`--end-time`), asked of slurmctld again
+/// (`--squeue`) before each job token exchange and once it has passed, so that a time limit
+/// extended with `scontrol update` is followed. A failed query keeps the last known end.
+#[derive(Debug)]
+struct JobEnd {
+    job: u32,
+    known: std::cell::Cell<Option<u64>>,
+    squeue: Option<std::path::PathBuf>,
+}
+
+impl JobEnd {
+    fn new(job: u32, known: Option<u64>, squeue: Option<std::path::PathBuf>) -> Self {
+        JobEnd {
+            job,
+            known: std::cell::Cell::new(known),
+            squeue,
+        }
+    }
+
+    /// Asks slurmctld (if the renewer may) and returns the end as now known.
+    fn ask(&self) -> Option<u64> {
+        if let Some(q) = &self.squeue {
+            // The renewer's own environment: the plugin gave it a clean one, as the job's user.
+            let conf = std::env::var("SLURM_CONF").ok();
+            match slurm_jobinfo::query_end_time(
+                q,
+                self.job,
+                conf.as_deref(),
+                slurm_jobinfo::QUERY_TIMEOUT,
+            ) {
+                Ok(e) => self.known.set(Some(e)),
+                Err(e) => {
+                    log::warn!(target: "qlam_auth", "job {}: {e}; keeping the end time known so far", self.job)
+                }
+            }
+        }
+        self.known.get()
+    }
+
+    /// True once the end plus `margin` seconds has passed and slurmctld does not tell a later
+    /// end. Without `--squeue` the renewal loop's own `stop_at` decides instead.
+    fn passed(&self, margin: i64) -> bool {
+        if self.squeue.is_none() {
+            return false;
+        }
+        let past = |e: Option<u64>| {
+            e.and_then(|e| i64::try_from(e).ok())
+                .is_some_and(|e| Timestamp::now().unix_seconds() > e + margin)
+        };
+        past(self.known.get()) && past(self.ask())
+    }
+}
+
 /// A job token lives at most until the job's end plus this (the plugin's `EXCHANGE_MARGIN`).
 const EXCHANGE_MARGIN_SECS: u64 = 150;
 
@@ -130,6 +188,7 @@ fn renew_job_token(
     a: &JobRenewerArgs,
     broker: &Broker,
     min_valid: Duration,
+    end_time: Option<u64>,
     seen: &mut Vec<Secret>,
 ) -> token_core::Result<Obtained> {
     let now = Timestamp::now();
@@ -155,7 +214,7 @@ fn renew_job_token(
             lifetime: m.lifetime.map(Duration::from_secs),
         });
     }
-    let until_end = a.end_time.and_then(|e| i64::try_from(e).ok()).map(|e| {
+    let until_end = end_time.and_then(|e| i64::try_from(e).ok()).map(|e| {
         Duration::from_secs(
             e.saturating_sub(now.unix_seconds()).max(0) as u64 + EXCHANGE_MARGIN_SECS,
         )
@@ -276,4 +335,49 @@ pub fn job_runs_here(job: u32) -> bool {
 /// means there is none. PID 1 belongs to root.
 fn hidden_pids_visible() -> bool {
     Path::new("/proc/1/cmdline").exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in for `squeue` that prints `out` (the real one is exercised by the e2e suite).
+    fn squeue(dir: &Path, out: &str) -> std::path::PathBuf {
+        let p = dir.join("squeue");
+        std::fs::write(&p, format!("#!/bin/sh\necho {out}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn an_extended_time_limit_keeps_the_renewer_alive() {
+        let d = tempfile::tempdir().unwrap();
+        let now = Timestamp::now().unix_seconds() as u64;
+        let passed = now - 3600;
+        // slurmctld now says the job ends in an hour (scontrol update TimeLimit=+...).
+        let end = JobEnd::new(
+            7,
+            Some(passed),
+            Some(squeue(d.path(), &(now + 3600).to_string())),
+        );
+        assert!(!end.passed(END_MARGIN_SECS), "the later end is followed");
+        assert_eq!(end.known.get(), Some(now + 3600));
+        assert_eq!(
+            end.ask(),
+            Some(now + 3600),
+            "and used for the next job token"
+        );
+        // slurmctld confirms the end has passed: the renewer stops.
+        let end = JobEnd::new(7, Some(passed), Some(squeue(d.path(), &passed.to_string())));
+        assert!(end.passed(END_MARGIN_SECS));
+        // squeue fails: the end known so far decides.
+        let end = JobEnd::new(7, Some(passed), Some(squeue(d.path(), "Unknown")));
+        assert!(end.passed(END_MARGIN_SECS));
+        let end = JobEnd::new(7, Some(now + 600), Some(squeue(d.path(), "Unknown")));
+        assert!(!end.passed(END_MARGIN_SECS));
+        assert_eq!(end.ask(), Some(now + 600));
+        // Without --squeue, the loop's stop_at decides (as before).
+        assert!(!JobEnd::new(7, Some(passed), None).passed(END_MARGIN_SECS));
+    }
 }

@@ -254,6 +254,10 @@ impl Backend for TokenCore {
             ("LC_ALL".into(), "C".into()),
         ];
         env.extend(spec.config_env.iter().map(|(k, v)| (k.into(), v.into())));
+        // The daemon's own SLURM_CONF (root's), for the renewer's squeue; never the job's.
+        if let Some(conf) = std::env::var_os("SLURM_CONF").filter(|c| !c.is_empty()) {
+            env.push(("SLURM_CONF".into(), conf));
+        }
         crate::spawn::detached(&crate::spawn::Spawn {
             program: args.renewer.clone(),
             args: renewer_args(spec, args),

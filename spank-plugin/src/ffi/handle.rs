@@ -7,7 +7,7 @@
 //! and srun run as the user, with the user's environment).
 
 use std::ffi::{CStr, CString, c_char, c_int};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::ptr::{self, NonNull};
 
 use super::{c_string, option_description};
@@ -21,6 +21,8 @@ use crate::users::{self, Gid, Uid};
 pub struct SpankHandle {
     sp: NonNull<sys::spank_handle>,
     ctx: Context,
+    /// The job's end time from slurmctld, asked at most once per hook.
+    job_end: std::cell::OnceCell<Option<u64>>,
 }
 
 impl SpankHandle {
@@ -28,7 +30,11 @@ impl SpankHandle {
     /// `sp` must be NULL or the handle Slurm passed to the running hook, and the wrapper must be
     /// dropped before the hook returns.
     pub(super) unsafe fn new(sp: sys::spank_t, ctx: Context) -> Option<Self> {
-        NonNull::new(sp).map(|sp| SpankHandle { sp, ctx })
+        NonNull::new(sp).map(|sp| SpankHandle {
+            sp,
+            ctx,
+            job_end: std::cell::OnceCell::new(),
+        })
     }
 
     fn raw(&self) -> sys::spank_t {
@@ -189,6 +195,32 @@ impl Host for SpankHandle {
 
     fn group_id(&self, name: &str) -> Option<Gid> {
         users::group_by_name(name)
+    }
+
+    fn job_end_from_slurm(&self, squeue: &Path) -> Option<u64> {
+        if self.ctx != Context::Remote {
+            return None;
+        }
+        *self.job_end.get_or_init(|| {
+            let job = self.job_id()?;
+            // The daemon's own SLURM_CONF (root's), never the job's.
+            let conf = std::env::var("SLURM_CONF").ok();
+            match slurm_jobinfo::query_end_time(
+                squeue,
+                job,
+                conf.as_deref(),
+                slurm_jobinfo::QUERY_TIMEOUT,
+            ) {
+                Ok(end) => Some(end),
+                Err(e) => {
+                    self.log(
+                        Level::Verbose,
+                        &format!("job={job}: the job's end time is unknown ({e})"),
+                    );
+                    None
+                }
+            }
+        })
     }
 
     fn option_value(&self) -> OptionState {

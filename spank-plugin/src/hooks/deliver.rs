@@ -94,7 +94,7 @@ fn deliver(
         return Ok(());
     }
     let args = &needed_validity(&*host, args);
-    let exchange = exchange_request(&*host, args, job_remaining(&*host))?;
+    let exchange = exchange_request(&*host, args, job_remaining(&*host, args))?;
 
     if let Some(token) = backend.reuse_token(&dir.join(&file_name), args.min_valid) {
         let path = dir.join(&file_name);

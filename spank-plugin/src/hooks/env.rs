@@ -69,7 +69,7 @@ pub const WANT_AUDIENCE: Setting = job(super::ENV_WANT_AUDIENCE);
 pub const WANT_SCOPE: Setting = job(super::ENV_WANT_SCOPE);
 /// `--qlam-auth` as it reaches slurmstepd when the job was submitted with `--export=NONE`.
 pub const OPTION: Setting = job(crate::OPTION_ENV);
-/// The job's end, Unix seconds (set by Slurm).
+/// The job's end, Unix seconds (set by Slurm 23.02 and later; the submitter can set it too).
 pub const JOB_END_TIME: Setting = job("SLURM_JOB_END_TIME");
 /// The variables that move a user's qsh configuration (as token-core reads them).
 pub const CONFIG_ENV: [Setting; 2] = [QSH_CONFIG_DIR, QSH_CONFIG];

@@ -47,10 +47,9 @@ pub fn exchange_request(
 /// [`END_TIME_MARGIN`], still reuses it.
 pub const EXCHANGE_MARGIN: Duration = Duration::from_secs(END_TIME_MARGIN.as_secs() + 30);
 
-/// How long this job still needs a token: until its end (`SLURM_JOB_END_TIME`) plus
-/// [`EXCHANGE_MARGIN`].
-pub(super) fn job_remaining(host: &dyn Host) -> Option<Duration> {
-    let end = job_end(host)?;
+/// How long this job still needs a token: until its end ([`job_end`]) plus [`EXCHANGE_MARGIN`].
+pub(super) fn job_remaining(host: &dyn Host, args: &Args) -> Option<Duration> {
+    let end = job_end(host, args)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -184,6 +184,11 @@ pub trait Host {
     fn group_id(&self, _name: &str) -> Option<Gid> {
         None
     }
+    /// The job's end time (Unix seconds) as slurmctld knows it, asked with this `squeue`
+    /// (remote context only; see [`slurm_jobinfo`]).
+    fn job_end_from_slurm(&self, _squeue: &std::path::Path) -> Option<u64> {
+        None
+    }
     /// Logs one line (never a secret).
     fn log(&self, level: Level, msg: &str);
     /// Logs one line of a refusal a site admin audits, under [`crate::logtarget::SECURITY`]

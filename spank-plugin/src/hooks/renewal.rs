@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::env::{self, CONFIG_ENV};
 use super::{Backend, Host, Level, RenewerSpec, Requested, Uid, step_name};
-use crate::args::Args;
+use crate::args::{Args, Squeue};
 use crate::backend::ExchangeRequest;
 
 /// Environment variable naming the renewer's status file (beside the token file).
@@ -56,7 +56,7 @@ pub(super) fn renewal(
         file_name: file_name.to_owned(),
         context: req.context.clone(),
         config_env,
-        end_time: job_end(&*host),
+        end_time: job_end(&*host, args),
         // Each renewal asks for the site's maximum, shortened to what is left of the job.
         exchange: exchange.map(|ex| ExchangeRequest {
             lifetime: args.exchange.max_lifetime,
@@ -86,11 +86,11 @@ pub(super) fn renewal(
 pub const END_TIME_MARGIN: Duration = Duration::from_secs(120);
 
 /// A job that ends before `min_valid` runs out needs the token only until its end: if Slurm tells
-/// the end (`SLURM_JOB_END_TIME`, Unix seconds), ask for validity until then plus a margin, so
+/// the end ([`job_end`]), ask for validity until then plus a margin, so
 /// that a stored token that outlives the job is used without any call to the identity provider.
 pub fn needed_validity(host: &dyn Host, args: &Args) -> Args {
     let mut args = args.clone();
-    let end = job_end(host);
+    let end = job_end(host, &args);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -102,10 +102,20 @@ pub fn needed_validity(host: &dyn Host, args: &Args) -> Args {
     args
 }
 
-/// The job's end (`SLURM_JOB_END_TIME`, Unix seconds), if Slurm says: the one place that reads
-/// it, for [`needed_validity`], the renewer and the job token's lifetime.
-pub fn job_end(host: &dyn Host) -> Option<u64> {
-    env::get(host, env::JOB_END_TIME)
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|e| *e > 0)
+/// The job's end time (Unix seconds), for [`needed_validity`], the renewer and the job token's
+/// lifetime: slurmctld's answer (`squeue=`, see [`slurm_jobinfo`]), else the job's
+/// `SLURM_JOB_END_TIME` (set by Slurm 23.02 and later; on 22.05 only if the user set it: a value
+/// a user can choose moves their own job's token lifetime only within the site's
+/// `exchange_max_lifetime`, which is why slurmctld is asked first).
+pub fn job_end(host: &dyn Host, args: &Args) -> Option<u64> {
+    let from_slurm = match &args.squeue {
+        Squeue::Off => None,
+        Squeue::Path(p) => host.job_end_from_slurm(p),
+        Squeue::Auto => slurm_jobinfo::squeue_path(None).and_then(|p| host.job_end_from_slurm(&p)),
+    };
+    from_slurm.or_else(|| {
+        env::get(host, env::JOB_END_TIME)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|e| *e > 0)
+    })
 }

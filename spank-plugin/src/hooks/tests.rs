@@ -22,6 +22,9 @@ struct FakeHost {
     unset: Vec<String>,
     setenv_fails: bool,
     logs: RefCell<Vec<(Level, String)>>,
+    /// What slurmctld would say the job's end is, and which squeue was asked.
+    slurm_end: Option<u64>,
+    squeue_asked: RefCell<Vec<PathBuf>>,
 }
 
 impl FakeHost {
@@ -35,6 +38,8 @@ impl FakeHost {
             unset: Vec::new(),
             setenv_fails: false,
             logs: RefCell::new(Vec::new()),
+            slurm_end: None,
+            squeue_asked: RefCell::new(Vec::new()),
         }
     }
     fn flag() -> OptionState {
@@ -108,6 +113,10 @@ impl Host for FakeHost {
     }
     fn log(&self, level: Level, msg: &str) {
         self.logs.borrow_mut().push((level, msg.to_owned()));
+    }
+    fn job_end_from_slurm(&self, squeue: &std::path::Path) -> Option<u64> {
+        self.squeue_asked.borrow_mut().push(squeue.to_path_buf());
+        self.slurm_end
     }
 }
 
@@ -789,6 +798,47 @@ fn a_short_job_needs_its_token_only_until_its_end() {
         needed_validity(&host, &args).min_valid,
         Duration::from_secs(3600)
     );
+}
+
+/// Slurm 22.05 does not set `SLURM_JOB_END_TIME`, and a user can set it: slurmctld's end time
+/// (through `squeue=`) wins; the variable is the fallback; `squeue=off` asks nobody.
+#[test]
+fn the_job_end_comes_from_slurmctld_before_the_jobs_environment() {
+    use crate::args::Squeue;
+    let mut host = FakeHost::new(Context::Remote, OptionState::Given(None));
+    let squeue = PathBuf::from("/opt/site/bin/squeue");
+    let args = Args {
+        squeue: Squeue::Path(squeue.clone()),
+        ..Args::default()
+    };
+    host.env
+        .insert("SLURM_JOB_END_TIME".into(), "4000000000".into());
+    host.slurm_end = Some(1_800_000_000);
+    assert_eq!(
+        job_end(&host, &args),
+        Some(1_800_000_000),
+        "slurmctld's value"
+    );
+    assert_eq!(*host.squeue_asked.borrow(), vec![squeue.clone()]);
+    host.slurm_end = None;
+    assert_eq!(
+        job_end(&host, &args),
+        Some(4_000_000_000),
+        "the variable when squeue fails"
+    );
+    let off = Args {
+        squeue: Squeue::Off,
+        ..Args::default()
+    };
+    host.slurm_end = Some(1_800_000_000);
+    host.squeue_asked.borrow_mut().clear();
+    assert_eq!(job_end(&host, &off), Some(4_000_000_000));
+    assert!(
+        host.squeue_asked.borrow().is_empty(),
+        "squeue=off runs no squeue"
+    );
+    host.env.remove("SLURM_JOB_END_TIME");
+    assert_eq!(job_end(&host, &off), None);
 }
 
 #[test]

@@ -111,13 +111,6 @@ pub fn allow_http_loopback(env: &dyn Fn(&str) -> Option<String>) -> bool {
     env("QLAM_AUTH_ALLOW_HTTP_LOOPBACK").is_some_and(|v| v == "1")
 }
 
-/// [`allow_http_loopback`] of this process's environment. Only for `oauth::OAuthClient`'s
-/// check of the discovered issuer, until the OAuth client takes it as an input too; everything
-/// else gets it from its caller.
-pub fn allow_http_loopback_from_env() -> bool {
-    allow_http_loopback(&|k| std::env::var(k).ok())
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // tests

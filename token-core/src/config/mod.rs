@@ -12,7 +12,7 @@ pub mod model;
 pub mod provider;
 pub mod secret;
 
-pub use issuer::{IssuerUrl, allow_http_loopback, allow_http_loopback_from_env, normalize_issuer};
+pub use issuer::{IssuerUrl, allow_http_loopback, normalize_issuer};
 pub use model::QshConfig;
 pub use provider::{DEFAULT_USER_SCOPE, GrantType, ProviderConfig};
 pub use secret::{EnvSnapshot, NEXT_SECRET_SUFFIX, SecretSource};

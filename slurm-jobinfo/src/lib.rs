@@ -122,10 +122,41 @@ pub fn parse_end_time(out: &str) -> Option<u64> {
     line.parse::<u64>().ok().filter(|t| *t > 0)
 }
 
+/// For tests of this crate and its callers: a stand-in for `squeue`, to show what a caller does
+/// with what squeue prints, with its exit status, and with one that never answers (the real
+/// squeue is exercised by the e2e suite, case x1).
+#[doc(hidden)]
+pub mod testing {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+
+    /// Writes `dir/squeue`, a shell script running `body`. The file is written by a child
+    /// process, so no descriptor open for writing can leak into a process that another test
+    /// thread forks meanwhile (which would make executing it fail with "Text file busy").
+    pub fn fake_squeue(dir: &Path, body: &str) -> PathBuf {
+        let p = dir.join("squeue");
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg("cat > \"$1\" && chmod 755 \"$1\"")
+            .arg("sh")
+            .arg(&p)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("/bin/sh");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(format!("#!/bin/sh\n{body}\n").as_bytes())
+                .expect("write the script");
+        }
+        assert!(child.wait().expect("wait for /bin/sh").success());
+        p
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn parses_what_squeue_prints() {
@@ -150,15 +181,7 @@ mod tests {
         }
     }
 
-    /// A stand-in for `squeue` (a shell script): what the plugin does with what it prints, with
-    /// its exit status, and with one that never answers. The real squeue is exercised by the
-    /// e2e suite (case x1).
-    fn fake_squeue(dir: &Path, body: &str) -> PathBuf {
-        let p = dir.join("squeue");
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        p
-    }
+    use crate::testing::fake_squeue;
 
     fn tempdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("qlam-joblimit-{name}-{}", std::process::id()));

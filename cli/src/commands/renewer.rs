@@ -340,14 +340,10 @@ fn hidden_pids_visible() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     /// A stand-in for `squeue` that prints `out` (the real one is exercised by the e2e suite).
     fn squeue(dir: &Path, out: &str) -> std::path::PathBuf {
-        let p = dir.join("squeue");
-        std::fs::write(&p, format!("#!/bin/sh\necho {out}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        p
+        slurm_jobinfo::testing::fake_squeue(dir, &format!("echo {out}"))
     }
 
     #[test]

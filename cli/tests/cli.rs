@@ -350,6 +350,7 @@ fn email(user: &str) -> String {
 /// Case 1: `config init` writes a config the real qlam-core loads and uses, and an update keeps
 /// everything it does not manage.
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn config_init_is_read_by_qlam_core_and_keeps_unknown_fields() {
     let idp = the_idp();
     let _g = shared();
@@ -457,6 +458,7 @@ fn config_init_is_read_by_qlam_core_and_keeps_unknown_fields() {
 /// Case 2: A device login: the code streams out, the login is stored privately, `status` and
 /// qlam-core agree on who is logged in and with which token.
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn device_login_is_stored_and_seen_by_status_and_qlam_core() {
     let idp = the_idp();
     let _g = shared();
@@ -520,6 +522,7 @@ fn device_login_is_stored_and_seen_by_status_and_qlam_core() {
 
 /// Case 3: A browser login (authorization code + PKCE to the loopback listener).
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn browser_login_through_the_loopback_listener() {
     let idp = the_idp();
     let _g = shared();
@@ -567,6 +570,7 @@ fn browser_login_through_the_loopback_listener() {
 /// nothing does not hold up the others, and the authorization URL (with `state` and the PKCE
 /// challenge) is never on a command line: xdg-open gets a private page that forwards to it.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn browser_login_acts_only_on_its_own_state_and_keeps_the_url_off_command_lines() {
     use std::io::Write;
     use std::net::TcpStream;
@@ -664,6 +668,7 @@ fn browser_login_acts_only_on_its_own_state_and_keeps_the_url_off_command_lines(
 /// Case 4: `token` prints the token and nothing else; an expired token is refreshed exactly once,
 /// and qlam-core reads and refreshes what was written.
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn token_prints_one_line_and_refreshes_once_for_qlam_core_too() {
     let idp = the_idp();
     let home = QshHome::new(idp);
@@ -726,6 +731,7 @@ fn token_prints_one_line_and_refreshes_once_for_qlam_core_too() {
 
 /// Case 5: A login made by qlam-core's own device flow is used by `qlam-auth token`.
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn a_qlam_core_login_is_used_by_token() {
     let idp = the_idp();
     let _g = shared();
@@ -761,6 +767,7 @@ fn interrupted_login(idp: &Idp, home: &QshHome) -> Out {
 /// Case 6: Ctrl-C while waiting for the device approval: exit 130, nothing stored, and an earlier
 /// login left exactly as it was.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn ctrl_c_during_the_device_wait_stores_nothing() {
     let idp = the_idp();
     let _g = shared();
@@ -800,6 +807,7 @@ fn ctrl_c_during_the_device_wait_stores_nothing() {
 
 /// Case 7: The documented exit codes, each with a message that says what to do.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn exit_codes_say_what_is_wrong() {
     let idp = the_idp();
     let _g = shared();
@@ -915,6 +923,7 @@ fn exit_codes_say_what_is_wrong() {
 /// Case 4b: With the IdP failing: exit 5, except that without --min-valid a stored token that is
 /// still valid is printed (with a warning); with --min-valid nothing that lapses sooner is.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn an_unreachable_idp_gives_exit_5_unless_the_stored_token_will_do() {
     let idp = the_idp();
     let home = QshHome::new(idp);
@@ -973,6 +982,7 @@ fn an_unreachable_idp_gives_exit_5_unless_the_stored_token_will_do() {
 
 /// Case 8: `logout` revokes the refresh token at the IdP and deletes the stored login.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn logout_revokes_and_deletes() {
     let idp = the_idp();
     let _g = shared();
@@ -1002,6 +1012,7 @@ fn logout_revokes_and_deletes() {
 /// Case 8b: When the IdP can't revoke, `logout` still deletes the login and warns that the refresh
 /// token stays valid at the IdP (which is true); `--no-revoke` only deletes.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn logout_keeps_the_login_when_revocation_fails_unless_local() {
     let idp = the_idp();
     let home = QshHome::new(idp);
@@ -1059,6 +1070,7 @@ fn logout_keeps_the_login_when_revocation_fails_unless_local() {
 
 /// Case 9: `doctor` passes on a healthy setup and names the problem and its fix otherwise.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn doctor_passes_when_healthy_and_explains_a_group_writable_qsh() {
     let idp = the_idp();
     let _g = shared();
@@ -1107,6 +1119,7 @@ fn doctor_passes_when_healthy_and_explains_a_group_writable_qsh() {
 /// Without the deferral the process would die in that window with only the spent refresh token
 /// on disk.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn sigterm_during_a_renewal_does_not_lose_the_login() {
     let idp = the_idp();
     let home = QshHome::new(idp);
@@ -1155,6 +1168,7 @@ fn sigterm_during_a_renewal_does_not_lose_the_login() {
 
 /// A lock wait on a terminal says what it waits for (after about a second), without -v.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn a_lock_wait_on_a_terminal_says_what_it_waits_for() {
     let idp = the_idp();
     let _g = shared();

@@ -36,6 +36,7 @@ fn qlam_auth(idp: &Idp, home: &QshHome, args: &[&str]) -> Output {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn token_with_audience_and_scope_prints_a_narrow_exchanged_token() {
     let idp = idp(&[]);
     let _g = exclusive(); // counts token-exchange requests at the IdP
@@ -84,6 +85,7 @@ fn token_with_audience_and_scope_prints_a_narrow_exchanged_token() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn a_refused_exchange_says_why_and_prints_no_token() {
     let idp = idp(&[]);
     let _g = shared();
@@ -125,6 +127,7 @@ fn within(within: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
 /// in the file by exchanging again near expiry (never the user's own token), and revokes every
 /// job token it saw when the job has ended.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn job_renewer_renews_the_job_token_by_exchange_and_revokes_them_at_the_end() {
     use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;

@@ -81,6 +81,7 @@ fn concurrent_tokens(idp: &Idp, home: &QshHome, n: usize, min_valid: u64) -> (u6
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn thirty_processes_with_thirty_second_tokens_cost_one_refresh_at_any_min_valid() {
     let idp = the_idp();
     let _g = exclusive();
@@ -129,6 +130,7 @@ fn thirty_processes_with_thirty_second_tokens_cost_one_refresh_at_any_min_valid(
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn a_5xx_answer_to_a_refresh_is_not_followed_by_a_second_post_of_the_same_refresh_token() {
     let idp = the_idp();
     let _g = exclusive();
@@ -154,6 +156,7 @@ fn a_5xx_answer_to_a_refresh_is_not_followed_by_a_second_post_of_the_same_refres
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn one_deadline_bounds_lock_wait_and_a_hanging_idp_together() {
     let idp = the_idp();
     let _g = exclusive();

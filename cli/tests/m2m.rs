@@ -48,6 +48,7 @@ fn cc(idp: &Idp) -> u64 {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn two_hundred_concurrent_token_processes_cost_one_token_request() {
     let idp = the_idp();
     let _g = exclusive();
@@ -106,6 +107,7 @@ fn two_hundred_concurrent_token_processes_cost_one_token_request() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn environment_mode_needs_no_config_file_and_shares_a_cache() {
     let idp = the_idp();
     let _g = exclusive();
@@ -185,6 +187,7 @@ fn environment_mode_needs_no_config_file_and_shares_a_cache() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn budget_warns_at_the_threshold_and_refuses_beyond_the_limit() {
     let idp = the_idp();
     let _g = exclusive();

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use support::*;
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn login_names_the_user_from_userinfo_when_there_is_no_id_token() {
     let idp = idp(&[
         ("IDP_USERS", "carol"),

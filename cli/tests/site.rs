@@ -110,6 +110,7 @@ fn first_login(idp: &Idp, home: &Path, site: &Path, user: &str) -> (i32, String)
 }
 
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn a_first_login_with_only_the_site_file_is_read_by_qlam_core() {
     let idp = the_idp();
     let _g = shared();
@@ -177,6 +178,7 @@ fn a_first_login_with_only_the_site_file_is_read_by_qlam_core() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn a_site_file_others_can_change_is_refused_with_the_fix() {
     let idp = the_idp();
     let home = tempfile::Builder::new().prefix("qsh-").tempdir().unwrap();
@@ -218,6 +220,7 @@ fn a_site_file_others_can_change_is_refused_with_the_fix() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn precedence_command_line_then_user_config_then_site_file() {
     let idp = the_idp();
     let home = QshHome::new(idp); // its config.json defines `lab` (client qlam-cli), current
@@ -277,6 +280,7 @@ fn precedence_command_line_then_user_config_then_site_file() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn pipeline_variables_beside_a_config_are_ignored_with_a_warning() {
     let idp = the_idp();
     let home = QshHome::new(idp);
@@ -301,6 +305,7 @@ fn pipeline_variables_beside_a_config_are_ignored_with_a_warning() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn a_wrong_issuer_url_is_a_config_error_naming_the_url_and_what_is_there() {
     let idp = the_idp();
     let _g = shared();
@@ -363,6 +368,7 @@ fn a_wrong_issuer_url_is_a_config_error_naming_the_url_and_what_is_there() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn a_login_the_idp_refused_is_reported_by_status_and_doctor_offline() {
     let idp = the_idp();
     let _g = shared();

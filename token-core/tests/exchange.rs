@@ -40,6 +40,7 @@ fn site() -> Policy {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn a_job_token_has_exactly_the_audience_scope_and_lifetime_asked_and_dies_when_revoked() {
     let idp = the_idp();
     let _g = shared();
@@ -84,6 +85,7 @@ fn a_job_token_has_exactly_the_audience_scope_and_lifetime_asked_and_dies_when_r
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn the_idp_refuses_a_scope_beyond_its_own_policy_without_quoting_a_token() {
     let idp = the_idp();
     let _g = shared();
@@ -135,6 +137,7 @@ fn exchange_home(idp: &Idp) -> (tempfile::TempDir, QshPaths) {
 /// Regression (issue 9 item 4): the subject token comes from the environment the caller hands
 /// over (a job's), not from this process's environment, which has no JOB_SUBJECT at all.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn m2m_token_exchange_takes_its_subject_token_from_the_callers_environment() {
     let idp = the_idp();
     let _g = shared();
@@ -186,6 +189,7 @@ fn m2m_token_exchange_takes_its_subject_token_from_the_callers_environment() {
 /// Single flight per job, not per node: eight "nodes" of one job start at once and ask the
 /// job's cache in the user's home; one exchange reaches the IdP and all get its token.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn eight_nodes_of_one_job_cost_one_exchange() {
     use token_core::jobcache::{From, JobCache};
     let idp = the_idp();

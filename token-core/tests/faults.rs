@@ -295,6 +295,7 @@ fn workers(idp: &Idp, prefix: char, n: usize) -> Vec<Mutex<Worker>> {
 
 /// At least 200 kills spread over the four fault points.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn kill_minus_nine_at_each_fault_point_never_corrupts_the_store() {
     let idp = the_idp();
     let trials = env_usize("QLAM_FAULT_TRIALS", 200);
@@ -367,6 +368,7 @@ fn kill_minus_nine_at_each_fault_point_never_corrupts_the_store() {
 
 /// Kills at random times during `Broker::obtain`: what fraction of kills lose the login.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn kill_minus_nine_at_random_times_never_corrupts_the_store() {
     let idp = the_idp();
     let trials = env_usize("QLAM_FAULT_RANDOM_TRIALS", 40);

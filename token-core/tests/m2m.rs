@@ -125,6 +125,7 @@ fn base64_basic(id: &str, secret: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn private_key_jwt_es256_and_rs256_and_qlam_core_loads_the_config() {
     let idp = the_idp();
     let _g = exclusive();
@@ -191,6 +192,7 @@ fn private_key_jwt_es256_and_rs256_and_qlam_core_loads_the_config() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn rotation_tries_the_next_secret_on_invalid_client() {
     let idp = the_idp();
     let _g = exclusive();
@@ -262,6 +264,7 @@ fn rotation_tries_the_next_secret_on_invalid_client() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn budget_warns_then_refuses_and_counts_only_real_requests() {
     let idp = the_idp();
     let _g = exclusive();
@@ -363,6 +366,7 @@ fn resource_server(idp: &'static Idp) -> (String, Arc<AtomicU32>) {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn token_source_retries_once_after_a_401_and_only_if_the_token_did_not_change() {
     let idp = the_idp();
     let _g = exclusive();

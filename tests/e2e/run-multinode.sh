@@ -54,13 +54,7 @@ cleanup() {
     trap - EXIT INT TERM
     echo
     echo "==> cleaning up (plugin, IdP, Slurm)"
-    for u in "${MN_USERS[@]}"; do
-        scancel -u "$u" 2>/dev/null
-        rm -f "$(user_home "$u")"/e2e/*.token 2>/dev/null
-    done
-    bash "$ROOT/tests/idp/stop.sh" "$IDP_STATE" || echo "e2e: warning: IdP stop failed" >&2
-    bash "$ROOT/tests/slurm/down.sh" "$SLURM_STATE" || echo "e2e: warning: slurm down failed" >&2
-    bash "$ROOT/tests/slurm/uninstall-plugin.sh" || echo "e2e: warning: plugin uninstall failed" >&2
+    e2e_teardown "${MN_USERS[@]}"
     echo "e2e-multinode: total $((($(now_ms) - t_start) / 1000)) s"
     exit "$rc"
 }
@@ -70,8 +64,7 @@ trap 'exit 130' INT TERM
 # --- setup -------------------------------------------------------------------------------------
 bash "$ROOT/tests/slurm/install-deps.sh"
 say "building release binaries"
-(cd "$ROOT" && cargo build --release --locked -p qlam-spank -p qlam-auth 2>&1 | tail -n 1)
-[ "${PIPESTATUS[0]}" = 0 ] || die "cargo build failed"
+e2e_build_release 1 || die "cargo build failed"
 t_setup=$(now_ms)
 mkdir -p "$RUN"
 chmod 0755 "$ROOT/tests/.run" "$RUN"

@@ -35,20 +35,12 @@ fn the_idp() -> &'static Idp {
 
 /// `qlam-auth` for `home` (its `.qsh` is the config directory), with a clean environment.
 fn qlam_auth(idp: &Idp, home: &QshHome) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_qlam-auth"));
-    c.env_clear()
-        // No site file unless a test writes one (hermetic: /etc/qlam-auth is the machine's).
-        .env(
-            "QLAM_AUTH_SITE_FILE",
-            "/nonexistent/qlam-auth-test/site.json",
-        )
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.dir.path())
+    let mut c = clean_command(env!("CARGO_BIN_EXE_qlam-auth"), idp, home.dir.path());
+    // No site file unless a test writes one.
+    c.env("QLAM_AUTH_SITE_FILE", NO_SITE_FILE)
         .env("QSH_CONFIG_DIR", &home.paths.config_dir)
-        .env("SSL_CERT_FILE", &idp.ca)
-        .env("SSH_CONNECTION", "192.0.2.10 50022 192.0.2.20 22")
-        .env("LANG", "C.UTF-8")
-        .stdin(Stdio::null());
+        .env("SSH_CONNECTION", OVER_SSH)
+        .env("LANG", "C.UTF-8");
     c
 }
 
@@ -193,11 +185,25 @@ fn run(idp: &Idp, home: &QshHome, args: &[&str]) -> Out {
     Running::start(qlam_auth(idp, home).args(args)).finish()
 }
 
+/// `qlam-auth config init --context lab --issuer <the test IdP> --client-id qlam-cli EXTRA...`.
+fn config_init(idp: &Idp, home: &QshHome, extra: &[&str]) -> Out {
+    let mut args = vec![
+        "config",
+        "init",
+        "--context",
+        USER_CONTEXT,
+        "--issuer",
+        &idp.issuer,
+        "--client-id",
+        "qlam-cli",
+    ];
+    args.extend_from_slice(extra);
+    run(idp, home, &args)
+}
+
 /// The user code from the device instructions (`  2. Enter  ABCD-EFGH`).
 fn user_code(line: &str) -> Option<String> {
-    line.split_once("2. Enter")
-        .map(|(_, c)| c.trim().to_owned())
-        .filter(|c| !c.is_empty())
+    user_code_after(line, "2. Enter")
 }
 
 /// Starts `qlam-auth login --context lab --device --no-qr` and returns it with the user code.
@@ -261,12 +267,7 @@ fn stored_tokens(home: &QshHome) -> token_core::store::TokenSet {
 
 /// Makes the stored access token of context `lab` expire in `secs` seconds.
 fn set_access_token_left(home: &QshHome, secs: i64) {
-    let store = token_core::store::CredentialStore::new(&home.paths);
-    let key = home.provider(USER_CONTEXT).cache_key();
-    let mut t = store.load(&key).unwrap().unwrap().tokens;
-    t.created_at = token_core::time::Timestamp::now().plus_seconds(secs - 3600);
-    t.expires_in = Some(3600);
-    store.save(&key, USER_CONTEXT, &t).unwrap();
+    home.set_access_token_left(USER_CONTEXT, secs);
 }
 
 fn mode(p: &Path) -> u32 {
@@ -358,22 +359,7 @@ fn config_init_is_read_by_qlam_core_and_keeps_unknown_fields() {
     // Start from nothing: no ~/.qsh at all.
     std::fs::remove_dir_all(&home.paths.config_dir).unwrap();
 
-    let out = run(
-        idp,
-        &home,
-        &[
-            "config",
-            "init",
-            "--context",
-            USER_CONTEXT,
-            "--issuer",
-            &idp.issuer,
-            "--client-id",
-            "qlam-cli",
-            "--tenant",
-            "test",
-        ],
-    );
+    let out = config_init(idp, &home, &["--tenant", "test"]);
     out.expect(0, "config init");
     assert!(out.stdout.contains("Added context 'lab'"), "{out}");
     assert!(
@@ -422,21 +408,10 @@ fn config_init_is_read_by_qlam_core_and_keeps_unknown_fields() {
         "qlam-core takes the hand-edited file: {seen}"
     );
 
-    let out = run(
+    let out = config_init(
         idp,
         &home,
-        &[
-            "config",
-            "init",
-            "--context",
-            USER_CONTEXT,
-            "--issuer",
-            &idp.issuer,
-            "--client-id",
-            "qlam-cli",
-            "--scope",
-            "openid email profile offline_access",
-        ],
+        &["--scope", "openid email profile offline_access"],
     );
     out.expect(0, "config init (update)");
     assert!(out.stdout.contains("Updated context 'lab'"), "{out}");

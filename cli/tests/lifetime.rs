@@ -21,13 +21,8 @@ fn the_idp() -> &'static Idp {
 }
 
 fn qlam_auth(idp: &Idp, home: &Path, config_dir: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_qlam-auth"));
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("SSL_CERT_FILE", &idp.ca)
-        .env("QSH_CONFIG_DIR", config_dir)
-        .stdin(Stdio::null());
+    let mut c = clean_command(env!("CARGO_BIN_EXE_qlam-auth"), idp, home);
+    c.env("QSH_CONFIG_DIR", config_dir);
     c
 }
 

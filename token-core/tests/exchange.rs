@@ -8,7 +8,6 @@
 mod support;
 
 use serde_json::json;
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 use support::*;
 use token_core::Error;
@@ -111,13 +110,6 @@ fn the_idp_refuses_a_scope_beyond_its_own_policy_without_quoting_a_token() {
 
 /// A qsh home with one `token_exchange` context whose subject token is `env:JOB_SUBJECT`.
 fn exchange_home(idp: &Idp) -> (tempfile::TempDir, QshPaths) {
-    let dir = tempfile::Builder::new()
-        .prefix("qsh-te-")
-        .tempdir()
-        .unwrap();
-    let config_dir = dir.path().join(".qsh");
-    std::fs::create_dir(&config_dir).unwrap();
-    std::fs::set_permissions(&config_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     let config = json!({
         "current_context": "te",
         "contexts": [{"name": "te", "qpu": "test", "defaults": {"auth_provider": "te"},
@@ -127,11 +119,7 @@ fn exchange_home(idp: &Idp) -> (tempfile::TempDir, QshPaths) {
                 "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
                 "audience": STORAGE, "scope": "storage.read"}]}]
     });
-    let file = config_dir.join("config.json");
-    std::fs::write(&file, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let paths = QshPaths::resolve(dir.path(), &|_| None);
-    (dir, paths)
+    private_qsh_home("qsh-te-", &config)
 }
 
 /// Regression (issue 9 item 4): the subject token comes from the environment the caller hands

@@ -49,13 +49,6 @@ struct M2mHome {
 
 impl M2mHome {
     fn new(idp: &Idp, client_id: &str, client_secret: &str) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("qsh-m2m-")
-            .tempdir()
-            .unwrap();
-        let config_dir = dir.path().join(".qsh");
-        std::fs::create_dir(&config_dir).unwrap();
-        std::fs::set_permissions(&config_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let config = json!({
             "current_context": "ctx",
             "contexts": [{"name": "ctx", "qpu": "test",
@@ -64,10 +57,7 @@ impl M2mHome {
                     "client_id": client_id, "client_secret": client_secret,
                     "grant_type": "client_credentials", "scope": null, "audience": API, "tenant": null}]}]
         });
-        let file = config_dir.join("config.json");
-        std::fs::write(&file, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let paths = QshPaths::resolve(dir.path(), &|_| None);
+        let (dir, paths) = private_qsh_home("qsh-m2m-", &config);
         M2mHome { dir, paths }
     }
 
@@ -90,11 +80,7 @@ impl M2mHome {
 
     /// Makes the stored token look expired (so the next obtain renews).
     fn expire(&self, broker: &Broker) {
-        let key = broker.provider().cache_key();
-        let mut t = broker.store().load(&key).unwrap().unwrap().tokens;
-        t.created_at = token_core::time::Timestamp::now().plus_seconds(-7200);
-        t.expires_in = Some(3600);
-        broker.store().save(&key, "ctx", &t).unwrap();
+        set_access_token_left(broker.store(), &broker.provider().cache_key(), "ctx", -3600);
     }
 }
 

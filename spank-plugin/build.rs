@@ -11,6 +11,8 @@
 //!
 //! `SLURM_INCLUDE_DIR` (default `/usr/include`) names the directory that holds `slurm/spank.h`;
 //! `LIBCLANG_PATH` the directory of libclang, when it is not where clang-sys looks by default.
+//! `QLAM_SPANK_REQUIRE_HEADERS=1` makes a missing header or libclang an error instead (a build
+//! for a cluster whose Slurm is not 22.05).
 //! bindgen is built with its `runtime` feature: libclang is opened when the build script runs, so
 //! the build script itself compiles without it.
 
@@ -28,6 +30,7 @@ fn main() {
     println!("cargo:rerun-if-changed={CHECKED_IN}");
     println!("cargo:rerun-if-env-changed=SLURM_INCLUDE_DIR");
     println!("cargo:rerun-if-env-changed=LIBCLANG_PATH");
+    println!("cargo:rerun-if-env-changed=QLAM_SPANK_REQUIRE_HEADERS");
 
     let include_dir =
         PathBuf::from(env::var_os("SLURM_INCLUDE_DIR").unwrap_or_else(|| "/usr/include".into()));
@@ -39,6 +42,14 @@ fn main() {
         None => {
             generate(&include_dir, &out);
             println!("cargo:rustc-env=QLAM_SPANK_BINDING=bindgen");
+        }
+        Some(missing) if env::var_os("QLAM_SPANK_REQUIRE_HEADERS").is_some_and(|v| v == "1") => {
+            panic!(
+                "{missing}, and QLAM_SPANK_REQUIRE_HEADERS=1 forbids the checked-in binding: \
+                 install Slurm's development headers and libclang (Debian: apt-get install \
+                 libslurm-dev libclang-dev), point SLURM_INCLUDE_DIR at the directory that holds \
+                 slurm/spank.h, or LIBCLANG_PATH at libclang's directory"
+            );
         }
         Some(missing) => {
             let checked_in = fs::read_to_string(CHECKED_IN)

@@ -47,12 +47,7 @@ r_refreshes() { # ISSUER
     curl -sf --cacert "$CA" --max-time 10 "$1/_test/stats" | jq -r '.token_requests.refresh_token // 0'
 }
 r_submit() { # USER NAME SCRIPT [SBATCH ARGS...]
-    local u=$1 name=$2 script=$3 h id
-    shift 3
-    h=$(user_home "$u")
-    id=$(printf '%s' "$script" | as_user "$u" sbatch --parsable --qlam-auth -J "$name" -D "$h" \
-        -o "$h/e2e/$name-%j.out" "$@") || return 1
-    echo "${id%%;*}"
+    printf '%s' "$3" | submit "$1" "$2" "${@:4}"
 }
 # r4/r5: submits SCRIPT as USER (job NAME), waits until its renewer has written the status file,
 # disturbs the renewal with `r_control ISSUER PATH JSON` (WHAT names it), waits at most WAIT s for

@@ -137,6 +137,37 @@ assert_refused_at_submission() { # USER WHY
     assert_eq "$before" "$(squeue -h -u "$u" -t all | wc -l)" "jobs of $u in squeue -t all"
 }
 
+# Submits a batch script (stdin) as USER with --qlam-auth, from their home, output in
+# ~/e2e/NAME-JOBID.out; prints the job id (the caller adds it to JOBS: this runs in a subshell).
+submit() { # USER NAME [SBATCH ARGS...]
+    local u=$1 name=$2 h id
+    shift 2
+    h=$(user_home "$u")
+    id=$(as_user "$u" sbatch --parsable --qlam-auth -J "$name" -D "$h" -o "$h/e2e/$name-%j.out" "$@") ||
+        return 1
+    echo "${id%%;*}"
+}
+
+sha() { printf '%s' "$1" | sha256sum | cut -c1-64; }      # TEXT -> its SHA-256 in hex
+indent() { printf '%s\n' "$1" | sed 's/^/    | /'; }      # TEXT, shown under a test line
+
+# Runs FN when the script exits, also after a failure, Ctrl-C or SIGTERM (then with status 130):
+# says so, runs FN with `set +e`, and exits with the script's status.
+e2e_on_exit() { # FN
+    # shellcheck disable=SC2064  # FN is expanded now, on purpose
+    trap "_e2e_exit $1" EXIT
+    trap 'exit 130' INT TERM
+}
+_e2e_exit() { # FN
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    echo
+    echo "==> cleaning up (plugin, IdP, Slurm)"
+    "$1"
+    exit "$rc"
+}
+
 # The end of an e2e run, also after a failure or Ctrl-C: cancels the jobs of USERS and deletes
 # their jobs' token copies, stops the test IdP (IDP_STATE) and Slurm (SLURM_STATE), then removes
 # the plugin (Slurm being down, only its plugstack line and the .so). Warns, never fails.

@@ -71,12 +71,7 @@ t_start=$(now_ms)
 
 # --- cleanup: always ------------------------------------------------------------------------
 BG_PIDS=()
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    echo
-    echo "==> cleaning up (plugin, IdP, Slurm)"
+cleanup() { # run by e2e_on_exit
     for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
     rm -f "$SECRETS" "$RUN/needles" "$RUN/views"
     for st in "$RUN"/idp-a "$RUN"/idp-b "$RUN"/idp-c; do   # case r's IdPs
@@ -84,10 +79,8 @@ cleanup() {
     done
     e2e_teardown "${QA_USERS[@]}"
     echo "e2e: total $((($(now_ms) - t_start) / 1000)) s"
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+e2e_on_exit cleanup
 
 # --- setup -------------------------------------------------------------------------------------
 say "installing dependencies (tests/slurm/install-deps.sh)"
@@ -199,17 +192,6 @@ t_cases=$(now_ms)
 
 # --- helpers for the cases -------------------------------------------------------------------
 
-# Submit a batch script (stdin) as USER with --qlam-auth; print the job id (the caller adds it
-# to JOBS: this runs in a subshell).
-submit() { # USER NAME [SBATCH ARGS...]
-    local u=$1 name=$2 h id
-    shift 2
-    h=$(user_home "$u")
-    id=$(as_user "$u" sbatch --parsable --qlam-auth -J "$name" -D "$h" -o "$h/e2e/$name-%j.out" "$@") ||
-        return 1
-    echo "${id%%;*}"
-}
-
 # Remember the tokens in a file (a job's copy, or a store) as secrets for case h.
 remember_tokens() { # FILE...
     local f
@@ -228,8 +210,6 @@ remember_store() { # USER
 
 job_out() { cat "$(user_home "$1")/e2e/$2-$3.out" 2>/dev/null || echo "<no output file>"; }
 field() { sed -n "s/^$1=//p" <<<"$2" | head -n 1; }   # KEY TEXT -> value of the first KEY=...
-indent() { printf '%s\n' "$1" | sed 's/^/    | /'; }
-sha() { printf '%s' "$1" | sha256sum | cut -c1-64; }
 
 # The job script of cases a, c and f: report what the job sees, keep a copy of the token for the
 # test to check at the IdP (0600 in the user's 0700 e2e dir).

@@ -23,6 +23,8 @@
 # docs/performance.md for what they mean.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 DIR="${BENCH_DIR:-$ROOT/target/bench-fanin}"
 IMPLS="${BENCH_IMPLS:-token-core qlam-core}"
 NS=("$@")
@@ -70,16 +72,8 @@ for n in "${NS[@]}"; do
   for impl in $IMPLS; do
     run="$DIR/$impl-$n"
     rm -rf "$run"
-    mkdir -p "$run/home/.qsh" "$run/out" "$run/err"
-    chmod 700 "$run/home/.qsh"
-    cat > "$run/home/.qsh/config.json" <<EOF
-{"current_context": "lab", "contexts": [{"name": "lab", "qpu": "test",
-  "defaults": {"auth_provider": "testidp"},
-  "auth_providers": [{"provider": "oauth", "name": "testidp", "auth_base_url": "$ISSUER",
-    "client_id": "qlam-cli", "client_secret": null, "grant_type": "device_code",
-    "scope": null, "audience": null, "tenant": "test"}]}]}
-EOF
-    chmod 600 "$run/home/.qsh/config.json"
+    mkdir -p "$run/out" "$run/err"
+    write_lab_config "$run/home" "$ISSUER"
     "$OBTAIN" login --home "$run/home" --ca "$CA" --user "bench$user_no" >/dev/null
     user_no=$(( (user_no + 1) % 20 ))
     "$OBTAIN" expire --home "$run/home"

@@ -16,6 +16,8 @@
 # Results: BENCH_DIR/results.md; see docs/performance.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 DIR="${BENCH_DIR:-$ROOT/target/bench-renew}"
 SECONDS_RUN="${BENCH_SECONDS:-600}"
 TTL=60
@@ -42,19 +44,11 @@ declare -A ISSUER
 for k in "${KS[@]}"; do
   run="$DIR/k$k"
   rm -rf "$run"
-  mkdir -p "$run/home/.qsh" "$run/jobs"
-  chmod 700 "$run/home/.qsh"
+  mkdir -p "$run/jobs"
   bash "$ROOT/tests/idp/stop.sh" "$run/idp" >/dev/null 2>&1 || true
   ISSUER[$k]="$(IDP_USERS="bench:bench-pw" IDP_ACCESS_TTL=$TTL bash "$ROOT/tests/idp/start.sh" "$run/idp")"
   idps+=("$run/idp")
-  cat > "$run/home/.qsh/config.json" <<EOF
-{"current_context": "lab", "contexts": [{"name": "lab", "qpu": "test",
-  "defaults": {"auth_provider": "testidp"},
-  "auth_providers": [{"provider": "oauth", "name": "testidp", "auth_base_url": "${ISSUER[$k]}",
-    "client_id": "qlam-cli", "client_secret": null, "grant_type": "device_code",
-    "scope": null, "audience": null, "tenant": "test"}]}]}
-EOF
-  chmod 600 "$run/home/.qsh/config.json"
+  write_lab_config "$run/home" "${ISSUER[$k]}"
   "$OBTAIN" login --home "$run/home" --ca "$run/idp/ca.pem" --user bench >/dev/null
   curl -sf --cacert "$run/idp/ca.pem" -X POST "${ISSUER[$k]}/_test/reset" >/dev/null
   for i in $(seq 1 "$k"); do

@@ -35,20 +35,12 @@ fn the_idp() -> &'static Idp {
 
 /// `qlam-auth` for `home` (its `.qsh` is the config directory), with a clean environment.
 fn qlam_auth(idp: &Idp, home: &QshHome) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_qlam-auth"));
-    c.env_clear()
-        // No site file unless a test writes one (hermetic: /etc/qlam-auth is the machine's).
-        .env(
-            "QLAM_AUTH_SITE_FILE",
-            "/nonexistent/qlam-auth-test/site.json",
-        )
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.dir.path())
+    let mut c = clean_command(env!("CARGO_BIN_EXE_qlam-auth"), idp, home.dir.path());
+    // No site file unless a test writes one.
+    c.env("QLAM_AUTH_SITE_FILE", NO_SITE_FILE)
         .env("QSH_CONFIG_DIR", &home.paths.config_dir)
-        .env("SSL_CERT_FILE", &idp.ca)
-        .env("SSH_CONNECTION", "192.0.2.10 50022 192.0.2.20 22")
-        .env("LANG", "C.UTF-8")
-        .stdin(Stdio::null());
+        .env("SSH_CONNECTION", OVER_SSH)
+        .env("LANG", "C.UTF-8");
     c
 }
 
@@ -193,11 +185,25 @@ fn run(idp: &Idp, home: &QshHome, args: &[&str]) -> Out {
     Running::start(qlam_auth(idp, home).args(args)).finish()
 }
 
+/// `qlam-auth config init --context lab --issuer <the test IdP> --client-id qlam-cli EXTRA...`.
+fn config_init(idp: &Idp, home: &QshHome, extra: &[&str]) -> Out {
+    let mut args = vec![
+        "config",
+        "init",
+        "--context",
+        USER_CONTEXT,
+        "--issuer",
+        &idp.issuer,
+        "--client-id",
+        "qlam-cli",
+    ];
+    args.extend_from_slice(extra);
+    run(idp, home, &args)
+}
+
 /// The user code from the device instructions (`  2. Enter  ABCD-EFGH`).
 fn user_code(line: &str) -> Option<String> {
-    line.split_once("2. Enter")
-        .map(|(_, c)| c.trim().to_owned())
-        .filter(|c| !c.is_empty())
+    user_code_after(line, "2. Enter")
 }
 
 /// Starts `qlam-auth login --context lab --device --no-qr` and returns it with the user code.
@@ -261,12 +267,7 @@ fn stored_tokens(home: &QshHome) -> token_core::store::TokenSet {
 
 /// Makes the stored access token of context `lab` expire in `secs` seconds.
 fn set_access_token_left(home: &QshHome, secs: i64) {
-    let store = token_core::store::CredentialStore::new(&home.paths);
-    let key = home.provider(USER_CONTEXT).cache_key();
-    let mut t = store.load(&key).unwrap().unwrap().tokens;
-    t.created_at = token_core::time::Timestamp::now().plus_seconds(secs - 3600);
-    t.expires_in = Some(3600);
-    store.save(&key, USER_CONTEXT, &t).unwrap();
+    home.set_access_token_left(USER_CONTEXT, secs);
 }
 
 fn mode(p: &Path) -> u32 {
@@ -350,6 +351,7 @@ fn email(user: &str) -> String {
 /// Case 1: `config init` writes a config the real qlam-core loads and uses, and an update keeps
 /// everything it does not manage.
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn config_init_is_read_by_qlam_core_and_keeps_unknown_fields() {
     let idp = the_idp();
     let _g = shared();
@@ -357,22 +359,7 @@ fn config_init_is_read_by_qlam_core_and_keeps_unknown_fields() {
     // Start from nothing: no ~/.qsh at all.
     std::fs::remove_dir_all(&home.paths.config_dir).unwrap();
 
-    let out = run(
-        idp,
-        &home,
-        &[
-            "config",
-            "init",
-            "--context",
-            USER_CONTEXT,
-            "--issuer",
-            &idp.issuer,
-            "--client-id",
-            "qlam-cli",
-            "--tenant",
-            "test",
-        ],
-    );
+    let out = config_init(idp, &home, &["--tenant", "test"]);
     out.expect(0, "config init");
     assert!(out.stdout.contains("Added context 'lab'"), "{out}");
     assert!(
@@ -421,21 +408,10 @@ fn config_init_is_read_by_qlam_core_and_keeps_unknown_fields() {
         "qlam-core takes the hand-edited file: {seen}"
     );
 
-    let out = run(
+    let out = config_init(
         idp,
         &home,
-        &[
-            "config",
-            "init",
-            "--context",
-            USER_CONTEXT,
-            "--issuer",
-            &idp.issuer,
-            "--client-id",
-            "qlam-cli",
-            "--scope",
-            "openid email profile offline_access",
-        ],
+        &["--scope", "openid email profile offline_access"],
     );
     out.expect(0, "config init (update)");
     assert!(out.stdout.contains("Updated context 'lab'"), "{out}");
@@ -457,6 +433,7 @@ fn config_init_is_read_by_qlam_core_and_keeps_unknown_fields() {
 /// Case 2: A device login: the code streams out, the login is stored privately, `status` and
 /// qlam-core agree on who is logged in and with which token.
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn device_login_is_stored_and_seen_by_status_and_qlam_core() {
     let idp = the_idp();
     let _g = shared();
@@ -520,6 +497,7 @@ fn device_login_is_stored_and_seen_by_status_and_qlam_core() {
 
 /// Case 3: A browser login (authorization code + PKCE to the loopback listener).
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn browser_login_through_the_loopback_listener() {
     let idp = the_idp();
     let _g = shared();
@@ -567,6 +545,7 @@ fn browser_login_through_the_loopback_listener() {
 /// nothing does not hold up the others, and the authorization URL (with `state` and the PKCE
 /// challenge) is never on a command line: xdg-open gets a private page that forwards to it.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn browser_login_acts_only_on_its_own_state_and_keeps_the_url_off_command_lines() {
     use std::io::Write;
     use std::net::TcpStream;
@@ -664,6 +643,7 @@ fn browser_login_acts_only_on_its_own_state_and_keeps_the_url_off_command_lines(
 /// Case 4: `token` prints the token and nothing else; an expired token is refreshed exactly once,
 /// and qlam-core reads and refreshes what was written.
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn token_prints_one_line_and_refreshes_once_for_qlam_core_too() {
     let idp = the_idp();
     let home = QshHome::new(idp);
@@ -726,6 +706,7 @@ fn token_prints_one_line_and_refreshes_once_for_qlam_core_too() {
 
 /// Case 5: A login made by qlam-core's own device flow is used by `qlam-auth token`.
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn a_qlam_core_login_is_used_by_token() {
     let idp = the_idp();
     let _g = shared();
@@ -761,6 +742,7 @@ fn interrupted_login(idp: &Idp, home: &QshHome) -> Out {
 /// Case 6: Ctrl-C while waiting for the device approval: exit 130, nothing stored, and an earlier
 /// login left exactly as it was.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn ctrl_c_during_the_device_wait_stores_nothing() {
     let idp = the_idp();
     let _g = shared();
@@ -800,6 +782,7 @@ fn ctrl_c_during_the_device_wait_stores_nothing() {
 
 /// Case 7: The documented exit codes, each with a message that says what to do.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn exit_codes_say_what_is_wrong() {
     let idp = the_idp();
     let _g = shared();
@@ -915,6 +898,7 @@ fn exit_codes_say_what_is_wrong() {
 /// Case 4b: With the IdP failing: exit 5, except that without --min-valid a stored token that is
 /// still valid is printed (with a warning); with --min-valid nothing that lapses sooner is.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn an_unreachable_idp_gives_exit_5_unless_the_stored_token_will_do() {
     let idp = the_idp();
     let home = QshHome::new(idp);
@@ -973,6 +957,7 @@ fn an_unreachable_idp_gives_exit_5_unless_the_stored_token_will_do() {
 
 /// Case 8: `logout` revokes the refresh token at the IdP and deletes the stored login.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn logout_revokes_and_deletes() {
     let idp = the_idp();
     let _g = shared();
@@ -1002,6 +987,7 @@ fn logout_revokes_and_deletes() {
 /// Case 8b: When the IdP can't revoke, `logout` still deletes the login and warns that the refresh
 /// token stays valid at the IdP (which is true); `--no-revoke` only deletes.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn logout_keeps_the_login_when_revocation_fails_unless_local() {
     let idp = the_idp();
     let home = QshHome::new(idp);
@@ -1059,6 +1045,7 @@ fn logout_keeps_the_login_when_revocation_fails_unless_local() {
 
 /// Case 9: `doctor` passes on a healthy setup and names the problem and its fix otherwise.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn doctor_passes_when_healthy_and_explains_a_group_writable_qsh() {
     let idp = the_idp();
     let _g = shared();
@@ -1107,6 +1094,7 @@ fn doctor_passes_when_healthy_and_explains_a_group_writable_qsh() {
 /// Without the deferral the process would die in that window with only the spent refresh token
 /// on disk.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn sigterm_during_a_renewal_does_not_lose_the_login() {
     let idp = the_idp();
     let home = QshHome::new(idp);
@@ -1155,6 +1143,7 @@ fn sigterm_during_a_renewal_does_not_lose_the_login() {
 
 /// A lock wait on a terminal says what it waits for (after about a second), without -v.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn a_lock_wait_on_a_terminal_says_what_it_waits_for() {
     let idp = the_idp();
     let _g = shared();

@@ -13,36 +13,23 @@ use support::*;
 const API: &str = "https://slurm.example/api";
 const STORAGE: &str = "https://storage.example/data";
 
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn qlam_auth(idp: &Idp, home: &QshHome, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qlam-auth"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.dir.path())
+    clean_command(env!("CARGO_BIN_EXE_qlam-auth"), idp, home.dir.path())
         .env("QSH_CONFIG_DIR", &home.paths.config_dir)
-        .env("SSL_CERT_FILE", &idp.ca)
         .args(args)
-        .stdin(Stdio::null())
         .output()
         .unwrap()
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn token_with_audience_and_scope_prints_a_narrow_exchanged_token() {
     let idp = idp(&[]);
     let _g = exclusive(); // counts token-exchange requests at the IdP
     let home = QshHome::new(idp);
     home.device_login(idp, "alice");
     let own = qlam_auth(idp, &home, &["token"]);
-    assert!(own.status.success(), "{}", text(&own));
+    assert!(own.status.success(), "{}", output_text(&own));
     let own = String::from_utf8(own.stdout).unwrap();
 
     let before = idp.token_requests("token-exchange");
@@ -60,7 +47,7 @@ fn token_with_audience_and_scope_prints_a_narrow_exchanged_token() {
             "90",
         ],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(idp.token_requests("token-exchange") - before, 1);
     let job = String::from_utf8(out.stdout.clone()).unwrap();
     let job = job.trim_end();
@@ -75,7 +62,7 @@ fn token_with_audience_and_scope_prints_a_narrow_exchanged_token() {
     assert!(
         err.contains("audience https://storage.example/data, scope storage.read, lifetime 90 s"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert!(
         !err.contains(job) && !err.contains(own.trim_end()),
@@ -84,6 +71,7 @@ fn token_with_audience_and_scope_prints_a_narrow_exchanged_token() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn a_refused_exchange_says_why_and_prints_no_token() {
     let idp = idp(&[]);
     let _g = shared();
@@ -94,13 +82,13 @@ fn a_refused_exchange_says_why_and_prints_no_token() {
         &home,
         &["token", "--audience", STORAGE, "--scope", "storage.admin"],
     );
-    assert!(!out.status.success(), "{}", text(&out));
-    assert!(out.stdout.is_empty(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", output_text(&out));
+    assert!(out.stdout.is_empty(), "{}", output_text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("token exchange failed") && err.contains("invalid_scope"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }
 
@@ -125,6 +113,7 @@ fn within(within: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
 /// in the file by exchanging again near expiry (never the user's own token), and revokes every
 /// job token it saw when the job has ended.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn job_renewer_renews_the_job_token_by_exchange_and_revokes_them_at_the_end() {
     use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
@@ -146,7 +135,7 @@ fn job_renewer_renews_the_job_token_by_exchange_and_revokes_them_at_the_end() {
             "20",
         ],
     );
-    assert!(first.status.success(), "{}", text(&first));
+    assert!(first.status.success(), "{}", output_text(&first));
     let first = String::from_utf8(first.stdout)
         .unwrap()
         .trim_end()

@@ -21,13 +21,8 @@ fn the_idp() -> &'static Idp {
 }
 
 fn qlam_auth(idp: &Idp, home: &Path, config_dir: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_qlam-auth"));
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("SSL_CERT_FILE", &idp.ca)
-        .env("QSH_CONFIG_DIR", config_dir)
-        .stdin(Stdio::null());
+    let mut c = clean_command(env!("CARGO_BIN_EXE_qlam-auth"), idp, home);
+    c.env("QSH_CONFIG_DIR", config_dir);
     c
 }
 
@@ -81,6 +76,7 @@ fn concurrent_tokens(idp: &Idp, home: &QshHome, n: usize, min_valid: u64) -> (u6
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn thirty_processes_with_thirty_second_tokens_cost_one_refresh_at_any_min_valid() {
     let idp = the_idp();
     let _g = exclusive();
@@ -129,6 +125,7 @@ fn thirty_processes_with_thirty_second_tokens_cost_one_refresh_at_any_min_valid(
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn a_5xx_answer_to_a_refresh_is_not_followed_by_a_second_post_of_the_same_refresh_token() {
     let idp = the_idp();
     let _g = exclusive();
@@ -154,6 +151,7 @@ fn a_5xx_answer_to_a_refresh_is_not_followed_by_a_second_post_of_the_same_refres
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn one_deadline_bounds_lock_wait_and_a_hanging_idp_together() {
     let idp = the_idp();
     let _g = exclusive();

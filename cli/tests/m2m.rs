@@ -8,7 +8,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use support::*;
 
 const API: &str = "https://slurm.example/api";
@@ -19,28 +19,11 @@ fn the_idp() -> &'static Idp {
 
 /// `qlam-auth` with a clean environment: HOME, the IdP's CA, and `vars`.
 fn qlam_auth(idp: &Idp, home: &Path, vars: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_qlam-auth"));
-    c.env_clear()
-        // No site file unless a test writes one (hermetic: /etc/qlam-auth is the machine's).
-        .env(
-            "QLAM_AUTH_SITE_FILE",
-            "/nonexistent/qlam-auth-test/site.json",
-        )
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("SSL_CERT_FILE", &idp.ca)
-        .envs(vars.iter().copied())
-        .stdin(Stdio::null());
+    let mut c = clean_command(env!("CARGO_BIN_EXE_qlam-auth"), idp, home);
+    // No site file unless a test writes one.
+    c.env("QLAM_AUTH_SITE_FILE", NO_SITE_FILE)
+        .envs(vars.iter().copied());
     c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn cc(idp: &Idp) -> u64 {
@@ -48,6 +31,7 @@ fn cc(idp: &Idp) -> u64 {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn two_hundred_concurrent_token_processes_cost_one_token_request() {
     let idp = the_idp();
     let _g = exclusive();
@@ -68,7 +52,7 @@ fn two_hundred_concurrent_token_processes_cost_one_token_request() {
     let mut sources = std::collections::BTreeMap::<String, u32>::new();
     for c in children {
         let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
         tokens.push(String::from_utf8(out.stdout).unwrap());
         let err = String::from_utf8_lossy(&out.stderr);
         for s in ["Renewed", "RenewedByOther", "Cache", "Stale"] {
@@ -101,11 +85,12 @@ fn two_hundred_concurrent_token_processes_cost_one_token_request() {
         String::from_utf8_lossy(&out.stdout)
             .contains(&format!("1 of 1000 token requests used in {month}")),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn environment_mode_needs_no_config_file_and_shares_a_cache() {
     let idp = the_idp();
     let _g = exclusive();
@@ -126,14 +111,14 @@ fn environment_mode_needs_no_config_file_and_shares_a_cache() {
         .arg("token")
         .output()
         .unwrap();
-    assert!(first.status.success(), "{}", text(&first));
+    assert!(first.status.success(), "{}", output_text(&first));
     // Another "pipeline" (another HOME) with the same variables uses the shared cache.
     let other_home = tempfile::tempdir().unwrap();
     let second = qlam_auth(idp, other_home.path(), &vars)
         .arg("token")
         .output()
         .unwrap();
-    assert!(second.status.success(), "{}", text(&second));
+    assert!(second.status.success(), "{}", output_text(&second));
     assert_eq!(first.stdout, second.stdout);
     assert_eq!(cc(idp) - before, 1);
     assert!(
@@ -159,7 +144,7 @@ fn environment_mode_needs_no_config_file_and_shares_a_cache() {
         .output()
         .unwrap();
     let s = String::from_utf8_lossy(&status.stdout);
-    assert!(status.status.success(), "{}", text(&status));
+    assert!(status.status.success(), "{}", output_text(&status));
     assert!(
         s.contains("Context 'env'") && s.contains("token requests used in"),
         "{s}"
@@ -170,21 +155,22 @@ fn environment_mode_needs_no_config_file_and_shares_a_cache() {
         .arg("token")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(home.path().join(".qsh/credentials").is_dir());
     let out = qlam_auth(idp, home.path(), &vars[..1])
         .arg("token")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(7), "{}", output_text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("AUTH_BASE_URL"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn budget_warns_at_the_threshold_and_refuses_beyond_the_limit() {
     let idp = the_idp();
     let _g = exclusive();
@@ -209,31 +195,31 @@ fn budget_warns_at_the_threshold_and_refuses_beyond_the_limit() {
     let before = cc(idp);
     let month = token_core::budget::month_of(token_core::time::Timestamp::now());
     let one = token();
-    assert!(one.status.success(), "{}", text(&one));
+    assert!(one.status.success(), "{}", output_text(&one));
     assert!(
         !String::from_utf8_lossy(&one.stderr).contains("token requests used"),
         "{}",
-        text(&one)
+        output_text(&one)
     );
     let two = token();
-    assert!(two.status.success(), "{}", text(&two));
+    assert!(two.status.success(), "{}", output_text(&two));
     assert!(
         String::from_utf8_lossy(&two.stderr)
             .contains(&format!("2 of 3 token requests used in {month}")),
         "warning at 60%: {}",
-        text(&two)
+        output_text(&two)
     );
     let three = token();
-    assert!(three.status.success(), "{}", text(&three));
+    assert!(three.status.success(), "{}", output_text(&three));
     // The fresh token of the third call is put back after the refused fourth.
     let fresh = std::fs::read(home.credentials_file(M2M_CONTEXT)).unwrap();
     let four = token();
     std::fs::write(home.credentials_file(M2M_CONTEXT), fresh).unwrap();
-    assert_eq!(four.status.code(), Some(10), "{}", text(&four));
+    assert_eq!(four.status.code(), Some(10), "{}", output_text(&four));
     assert!(
         String::from_utf8_lossy(&four.stderr).contains("budget of 3"),
         "{}",
-        text(&four)
+        output_text(&four)
     );
     assert_eq!(cc(idp) - before, 3, "the refused call sent nothing");
     // A cached token is still handed out when it is fresh enough.
@@ -241,7 +227,7 @@ fn budget_warns_at_the_threshold_and_refuses_beyond_the_limit() {
         .args(["token", "--context", M2M_CONTEXT])
         .output()
         .unwrap();
-    assert!(cached.status.success(), "{}", text(&cached));
+    assert!(cached.status.success(), "{}", output_text(&cached));
     assert_eq!(cc(idp) - before, 3);
     let status = qlam_auth(idp, home.dir.path(), &vars)
         .args(["status", "--context", M2M_CONTEXT, "--json"])

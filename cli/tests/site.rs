@@ -7,7 +7,6 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -50,24 +49,10 @@ fn site_for(idp: &Idp) -> Value {
 
 /// `qlam-auth` for a user whose home is `home`, with the site file `site`, a clean environment.
 fn qlam_auth(idp: &Idp, home: &Path, site: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_qlam-auth"));
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("QLAM_AUTH_SITE_FILE", site)
-        .env("SSL_CERT_FILE", &idp.ca)
-        .env("SSH_CONNECTION", "192.0.2.10 50022 192.0.2.20 22")
-        .stdin(Stdio::null());
+    let mut c = clean_command(env!("CARGO_BIN_EXE_qlam-auth"), idp, home);
+    c.env("QLAM_AUTH_SITE_FILE", site)
+        .env("SSH_CONNECTION", OVER_SSH);
     c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn run(idp: &Idp, home: &Path, site: &Path, args: &[&str]) -> Output {
@@ -76,40 +61,18 @@ fn run(idp: &Idp, home: &Path, site: &Path, args: &[&str]) -> Output {
 
 /// `qlam-auth login --no-qr` with no other flag, approved headlessly as `user`.
 fn first_login(idp: &Idp, home: &Path, site: &Path, user: &str) -> (i32, String) {
-    let mut child = qlam_auth(idp, home, site)
+    let child = qlam_auth(idp, home, site)
         .args(["login", "--no-qr"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = String::new();
-    let code = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            seen.push_str(&l);
-            seen.push('\n');
-            l.split_once("2. Enter").map(|(_, c)| c.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("no user code in: {seen}"));
-    idp.approve(user, &code);
-    for l in lines.map_while(Result::ok) {
-        seen.push_str(&l);
-        seen.push('\n');
-    }
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let status = child.wait().unwrap();
-    (status.code().unwrap_or(-1), format!("{seen}{err}"))
+    let (status, out, err) = approve_device_login(idp, child, "2. Enter", user);
+    (status.code().unwrap_or(-1), format!("{out}{err}"))
 }
 
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn a_first_login_with_only_the_site_file_is_read_by_qlam_core() {
     let idp = the_idp();
     let _g = shared();
@@ -120,15 +83,15 @@ fn a_first_login_with_only_the_site_file_is_read_by_qlam_core() {
     // Never set up: every command says to log in, not "bad configuration".
     for cmd in [&["status"][..], &["token"]] {
         let o = run(idp, home.path(), &site.path, cmd);
-        assert_eq!(o.status.code(), Some(3), "{cmd:?}: {}", text(&o));
-        let t = text(&o);
+        assert_eq!(o.status.code(), Some(3), "{cmd:?}: {}", output_text(&o));
+        let t = output_text(&o);
         assert!(t.contains("qlam-auth login"), "{cmd:?}: {t}");
         assert!(!t.contains("bad configuration"), "{cmd:?}: {t}");
     }
     assert!(!qsh.exists(), "nothing written before the login");
 
     let o = run(idp, home.path(), &site.path, &["config", "show"]);
-    let t = text(&o);
+    let t = output_text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
     for want in ["hpc", "(site file)", &idp.issuer, "qlam-cli"] {
         assert!(t.contains(want), "config show names {want}: {t}");
@@ -136,7 +99,7 @@ fn a_first_login_with_only_the_site_file_is_read_by_qlam_core() {
 
     let o = run(idp, home.path(), &site.path, &["doctor", "--json"]);
     let v: Value =
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", output_text(&o)));
     let settings = v["checks"]
         .as_array()
         .unwrap()
@@ -162,7 +125,7 @@ fn a_first_login_with_only_the_site_file_is_read_by_qlam_core() {
     let seen = qlam_core_in(idp, &paths, home.path(), "read", "hpc", "qlam");
     assert_eq!(seen["ok"], true, "{seen}");
     let o = run(idp, home.path(), &site.path, &["token"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     let token = String::from_utf8(o.stdout).unwrap();
     assert_eq!(seen["fingerprint"], fingerprint(token.trim()).as_str());
 
@@ -173,10 +136,11 @@ fn a_first_login_with_only_the_site_file_is_read_by_qlam_core() {
         Path::new("/nonexistent/site.json"),
         &["status"],
     );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn a_site_file_others_can_change_is_refused_with_the_fix() {
     let idp = the_idp();
     let home = tempfile::Builder::new().prefix("qsh-").tempdir().unwrap();
@@ -185,21 +149,26 @@ fn a_site_file_others_can_change_is_refused_with_the_fix() {
         |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
     chmod(&site.path, 0o664);
     let o = run(idp, home.path(), &site.path, &["status"]);
-    let t = text(&o);
+    let t = output_text(&o);
     assert_eq!(o.status.code(), Some(8), "{t}");
     assert!(t.contains("chmod 644") && t.contains("site.json"), "{t}");
     chmod(&site.path, 0o644);
     std::os::unix::fs::chown(&site.path, Some(65534), Some(65534)).unwrap();
     let o = run(idp, home.path(), &site.path, &["login"]);
-    let t = text(&o);
+    let t = output_text(&o);
     assert_eq!(o.status.code(), Some(8), "{t}");
     assert!(t.contains("chown root:root"), "{t}");
     std::os::unix::fs::chown(&site.path, Some(0), Some(0)).unwrap();
     chmod(site.path.parent().unwrap(), 0o777);
     let o = run(idp, home.path(), &site.path, &["doctor", "--json"]);
-    assert_eq!(o.status.code(), Some(1), "doctor fails: {}", text(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "doctor fails: {}",
+        output_text(&o)
+    );
     let v: Value =
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", output_text(&o)));
     assert_eq!(v["ok"], false, "{v}");
     let site_check = v["checks"]
         .as_array()
@@ -218,6 +187,7 @@ fn a_site_file_others_can_change_is_refused_with_the_fix() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn precedence_command_line_then_user_config_then_site_file() {
     let idp = the_idp();
     let home = QshHome::new(idp); // its config.json defines `lab` (client qlam-cli), current
@@ -236,7 +206,7 @@ fn precedence_command_line_then_user_config_then_site_file() {
             .args(&a)
             .output()
             .unwrap();
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
         serde_json::from_slice::<Value>(&o.stdout).unwrap()
     };
     let v = show(&[]);
@@ -260,7 +230,7 @@ fn precedence_command_line_then_user_config_then_site_file() {
         .args(["use-context", "extar"])
         .output()
         .unwrap();
-    let t = text(&o);
+    let t = output_text(&o);
     assert_ne!(o.status.code(), Some(0), "{t}");
     assert!(t.contains("did you mean 'extra'"), "{t}");
     // use-context copies the site's context into the user's file and makes it current.
@@ -269,7 +239,7 @@ fn precedence_command_line_then_user_config_then_site_file() {
         .args(["use-context", "extra"])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     let cfg: Value =
         serde_json::from_slice(&std::fs::read(&home.paths.config_file).unwrap()).unwrap();
     assert_eq!(cfg["current_context"], "extra");
@@ -277,6 +247,7 @@ fn precedence_command_line_then_user_config_then_site_file() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn pipeline_variables_beside_a_config_are_ignored_with_a_warning() {
     let idp = the_idp();
     let home = QshHome::new(idp);
@@ -288,7 +259,7 @@ fn pipeline_variables_beside_a_config_are_ignored_with_a_warning() {
         .args(["token"])
         .output()
         .unwrap();
-    let t = text(&o);
+    let t = output_text(&o);
     // The config's current context (never logged in) is what `token` used...
     assert_eq!(o.status.code(), Some(3), "{t}");
     // ...and the user is told that the variables were not, and how to use them.
@@ -301,6 +272,7 @@ fn pipeline_variables_beside_a_config_are_ignored_with_a_warning() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn a_wrong_issuer_url_is_a_config_error_naming_the_url_and_what_is_there() {
     let idp = the_idp();
     let _g = shared();
@@ -327,7 +299,7 @@ fn a_wrong_issuer_url_is_a_config_error_naming_the_url_and_what_is_there() {
                 "qlam-cli",
             ],
         );
-        let t = text(&o);
+        let t = output_text(&o);
         assert_eq!(o.status.code(), Some(11), "{issuer}: {t}");
         assert!(
             t.contains(issuer.as_str()) && t.contains(found),
@@ -355,14 +327,15 @@ fn a_wrong_issuer_url_is_a_config_error_naming_the_url_and_what_is_there() {
             "qlam-cli",
         ],
     );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     let o = run(idp, home.path(), no_site, &["login", "--no-qr"]);
-    let t = text(&o);
+    let t = output_text(&o);
     assert_eq!(o.status.code(), Some(11), "{t}");
     assert!(t.contains("404"), "{t}");
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn a_login_the_idp_refused_is_reported_by_status_and_doctor_offline() {
     let idp = the_idp();
     let _g = shared();
@@ -379,13 +352,13 @@ fn a_login_the_idp_refused_is_reported_by_status_and_doctor_offline() {
     };
     // Before anything was tried, a stored refresh token looks usable.
     let o = cmd(&["status", "--context", USER_CONTEXT]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     idp.revoke_user("bob");
     let o = cmd(&["token", "--context", USER_CONTEXT]);
-    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", output_text(&o));
     // From now on status and doctor say so, without asking the IdP again.
     let o = cmd(&["status", "--context", USER_CONTEXT]);
-    let t = text(&o);
+    let t = output_text(&o);
     assert_eq!(o.status.code(), Some(4), "{t}");
     assert!(
         t.contains("expired or was revoked") && t.contains("qlam-auth login"),
@@ -412,5 +385,5 @@ fn a_login_the_idp_refused_is_reported_by_status_and_doctor_offline() {
     // A new login makes the marker moot.
     home.device_login(idp, "bob");
     let o = cmd(&["status", "--context", USER_CONTEXT]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
 }

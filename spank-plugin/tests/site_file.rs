@@ -15,6 +15,7 @@ use token_core::paths::QshPaths;
 use token_core::site::Site;
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn the_site_context_serves_users_without_a_config_of_their_own() {
     if token_core::fsutil::euid() != 0 {
         eprintln!("skipped: needs root (the site file must be root's)");

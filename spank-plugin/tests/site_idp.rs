@@ -13,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use support::*;
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn site_account_token_from_a_root_only_shared_cache() {
     if token_core::fsutil::euid() != 0 {
         eprintln!("skipped: needs root (the plugin reads site accounts as root)");

@@ -85,16 +85,10 @@ t_pass
 
 t_begin "n4: a login the IdP refused (case d) is refused at sbatch --qlam-auth, with the fix; nothing queued"
 u=qa4
-before=$(squeue -h -u $u -t all | wc -l)
-rc=0
-err=$(as_user $u sbatch --parsable --qlam-auth -o /dev/null --wrap 'echo should-not-run' 2>&1) || rc=$?
-[ "$rc" != 0 ] || t_fail "sbatch exited 0 (job ${err})"
-assert_contains "$err" "qlam-auth login" "sbatch's message names the fix"
-assert_contains "$err" "expired or was revoked" "sbatch's message says why"
-assert_eq "$before" "$(squeue -h -u $u -t all | wc -l)" "jobs of $u in squeue -t all"
+assert_refused_at_submission $u "expired or was revoked"
 st=$(as_user $u qlam-auth status 2>&1 || true)
 assert_contains "$st" "expired or was revoked" "qlam-auth status says so too"
-echo "  sbatch said: $err"
+echo "  sbatch said: $ERR"
 t_pass
 
 write_site "{\"issuers\": [\"$ISSUER\"]}"

@@ -47,12 +47,20 @@ r_refreshes() { # ISSUER
     curl -sf --cacert "$CA" --max-time 10 "$1/_test/stats" | jq -r '.token_requests.refresh_token // 0'
 }
 r_submit() { # USER NAME SCRIPT [SBATCH ARGS...]
-    local u=$1 name=$2 script=$3 h id
-    shift 3
-    h=$(user_home "$u")
-    id=$(printf '%s' "$script" | as_user "$u" sbatch --parsable --qlam-auth -J "$name" -D "$h" \
-        -o "$h/e2e/$name-%j.out" "$@") || return 1
-    echo "${id%%;*}"
+    printf '%s' "$3" | submit "$1" "$2" "${@:4}"
+}
+# r4/r5: submits SCRIPT as USER (job NAME), waits until its renewer has written the status file,
+# disturbs the renewal with `r_control ISSUER PATH JSON` (WHAT names it), waits at most WAIT s for
+# the job to complete, and shows its output. Sets R_ID and R_OUT.
+r_disturbed_job() { # USER NAME SCRIPT WHAT ISSUER PATH JSON WAIT
+    local u=$1 name=$2
+    R_ID=$(r_submit "$u" "$name" "$3") || t_fail "sbatch $name failed"
+    JOBS+=("$R_ID")
+    r_wait_status "$R_ID" || t_fail "job $R_ID has no renewer status file"
+    r_control "$5" "$6" "$7" || t_fail "$4 failed"
+    assert_eq "COMPLETED 0:0" "$(wait_job "$R_ID" "$8" || true)" "job $R_ID state"
+    R_OUT=$(job_out "$u" "$name" "$R_ID")
+    indent "$R_OUT"
 }
 # The job of r1/r2: check the token file against ISSUER's userinfo every 15 s for DURATION s.
 r_reader() { # ISSUER DURATION
@@ -177,13 +185,8 @@ done
 echo "still running after $SECONDS s"
 jq -c "{state, failures, last_error}" "$QLAM_TOKEN_STATUS_FILE"
 '
-    id_r4=$(r_submit qa9 r4 "$r4_script") || t_fail "sbatch r4 failed"
-    JOBS+=("$id_r4")
-    r_wait_status "$id_r4" || t_fail "job $id_r4 has no renewer status file"
-    r_control "$R_ISSUER_A" revoke '{"sub":"qa9"}' || t_fail "revoking qa9 failed"
-    assert_eq "COMPLETED 0:0" "$(wait_job "$id_r4" 180 || true)" "job $id_r4 state"
-    out=$(job_out qa9 r4 "$id_r4")
-    indent "$out"
+    r_disturbed_job qa9 r4 "$r4_script" "revoking qa9" "$R_ISSUER_A" revoke '{"sub":"qa9"}' 180
+    id_r4=$R_ID out=$R_OUT
     assert_contains "$out" '"state":"retrying"' "the status file says the renewal is failing"
     assert_contains "$out" "qlam-auth login" "the status file says how to fix it"
     assert_contains "$(slurmd_log)" "job=$id_r4 step=batch: renewal of the token file is failing" \
@@ -205,14 +208,9 @@ jq -c "{state, failures, last_error}" "$QLAM_TOKEN_STATUS_FILE"
 t=$(tr -d "[:space:]" < "$BEARER_TOKEN_FILE")
 echo "userinfo=$(curl -s -o /dev/null -w "%{http_code}" --cacert '"$CA"' --max-time 10 -H "Authorization: Bearer $t" '"$R_ISSUER_B"'/me)"
 '
-    id_r5=$(r_submit qa8 r5 "$r5_script") || t_fail "sbatch r5 failed"
-    JOBS+=("$id_r5")
-    r_wait_status "$id_r5" || t_fail "job $id_r5 has no renewer status file"
     # The next two token requests get HTTP 500 (the IdP is "down"), then it answers again.
-    r_control "$R_ISSUER_B" fault '{"mode":"status500","count":2}' || t_fail "fault injection failed"
-    assert_eq "COMPLETED 0:0" "$(wait_job "$id_r5" 240 || true)" "job $id_r5 state"
-    out=$(job_out qa8 r5 "$id_r5")
-    indent "$out"
+    r_disturbed_job qa8 r5 "$r5_script" "fault injection" "$R_ISSUER_B" fault '{"mode":"status500","count":2}' 240
+    out=$R_OUT
     assert_contains "$out" '"state":"retrying"' "the status file said the renewal was failing"
     assert_contains "$(tail -n 2 <<<"$out" | head -n 1)" '"state":"ok"' "then ok again: renewal resumed"
     assert_contains "$out" "userinfo=200" "the token file works after the IdP came back"

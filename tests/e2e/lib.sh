@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Helpers shared by tests/e2e/run.sh and demo/run.sh (sourced, not run).
+# Helpers shared by tests/e2e/run.sh, run-multinode.sh, their case_*.sh and demo/run.sh (sourced,
+# not run).
 #
 # Expects: ROOT (the repository), and, once the IdP is up, ISSUER and CA (a world-readable copy
 # of the test IdP's CA). USER_BIN is put first on the users' PATH (where qlam-auth is).
@@ -111,4 +112,77 @@ start_idp() { # STATE IDP_USERS
         echo "start_idp: the test IdP did not start (attempt $try)" >&2
     done
     return 1
+}
+
+# The node's state once it is idle, or what it still is after 10 s (a bound, not a wait).
+settled_node_state() {
+    local node= i
+    for ((i = 0; i < 50; i++)); do
+        node=$(sinfo -h -N -o %T | head -n 1)
+        [ "$node" = idle ] && break
+        sleep 0.2
+    done
+    echo "$node"
+}
+
+# `sbatch --qlam-auth` as USER is refused at submission, its message names the fix
+# (`qlam-auth login`) and says WHY, and nothing is queued. Sets ERR to sbatch's message.
+assert_refused_at_submission() { # USER WHY
+    local u=$1 why=$2 before rc=0
+    before=$(squeue -h -u "$u" -t all | wc -l)
+    ERR=$(as_user "$u" sbatch --parsable --qlam-auth -o /dev/null --wrap 'echo should-not-run' 2>&1) || rc=$?
+    [ "$rc" != 0 ] || t_fail "sbatch exited 0 (job ${ERR})"
+    assert_contains "$ERR" "qlam-auth login" "sbatch's message names the fix"
+    assert_contains "$ERR" "$why" "sbatch's message says why"
+    assert_eq "$before" "$(squeue -h -u "$u" -t all | wc -l)" "jobs of $u in squeue -t all"
+}
+
+# Submits a batch script (stdin) as USER with --qlam-auth, from their home, output in
+# ~/e2e/NAME-JOBID.out; prints the job id (the caller adds it to JOBS: this runs in a subshell).
+submit() { # USER NAME [SBATCH ARGS...]
+    local u=$1 name=$2 h id
+    shift 2
+    h=$(user_home "$u")
+    id=$(as_user "$u" sbatch --parsable --qlam-auth -J "$name" -D "$h" -o "$h/e2e/$name-%j.out" "$@") ||
+        return 1
+    echo "${id%%;*}"
+}
+
+sha() { printf '%s' "$1" | sha256sum | cut -c1-64; }      # TEXT -> its SHA-256 in hex
+indent() { printf '%s\n' "$1" | sed 's/^/    | /'; }      # TEXT, shown under a test line
+
+# Runs FN when the script exits, also after a failure, Ctrl-C or SIGTERM (then with status 130):
+# says so, runs FN with `set +e`, and exits with the script's status.
+e2e_on_exit() { # FN
+    # shellcheck disable=SC2064  # FN is expanded now, on purpose
+    trap "_e2e_exit $1" EXIT
+    trap 'exit 130' INT TERM
+}
+_e2e_exit() { # FN
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    echo
+    echo "==> cleaning up (plugin, IdP, Slurm)"
+    "$1"
+    exit "$rc"
+}
+
+# The end of an e2e run, also after a failure or Ctrl-C: cancels the jobs of USERS and deletes
+# their jobs' token copies, stops the test IdP (IDP_STATE) and Slurm (SLURM_STATE), then removes
+# the plugin (Slurm being down, only its plugstack line and the .so). Warns, never fails.
+e2e_teardown() { # USERS...
+    local u
+    for u in "$@"; do
+        scancel -u "$u" 2>/dev/null
+        rm -f "$(user_home "$u")"/e2e/*.token 2>/dev/null   # the jobs' token copies
+    done
+    bash "$ROOT/tests/idp/stop.sh" "$IDP_STATE" || echo "e2e: warning: IdP stop failed" >&2
+    bash "$ROOT/tests/slurm/down.sh" "$SLURM_STATE" || echo "e2e: warning: slurm down failed" >&2
+    bash "$ROOT/tests/slurm/uninstall-plugin.sh" || echo "e2e: warning: plugin uninstall failed" >&2
+}
+
+# Builds the release plugin and qlam-auth, showing cargo's last LINES lines; fails if cargo does.
+e2e_build_release() { # LINES
+    (set -o pipefail; cd "$ROOT" && cargo build --release --locked -p qlam-spank -p qlam-auth 2>&1 | tail -n "$1")
 }

@@ -48,30 +48,16 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 [ "$(id -u)" -eq 0 ] || die "must run as root (it starts Slurm and creates users)"
 t_start=$(now_ms)
 
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    echo
-    echo "==> cleaning up (plugin, IdP, Slurm)"
-    for u in "${MN_USERS[@]}"; do
-        scancel -u "$u" 2>/dev/null
-        rm -f "$(user_home "$u")"/e2e/*.token 2>/dev/null
-    done
-    bash "$ROOT/tests/idp/stop.sh" "$IDP_STATE" || echo "e2e: warning: IdP stop failed" >&2
-    bash "$ROOT/tests/slurm/down.sh" "$SLURM_STATE" || echo "e2e: warning: slurm down failed" >&2
-    bash "$ROOT/tests/slurm/uninstall-plugin.sh" || echo "e2e: warning: plugin uninstall failed" >&2
+cleanup() { # run by e2e_on_exit
+    e2e_teardown "${MN_USERS[@]}"
     echo "e2e-multinode: total $((($(now_ms) - t_start) / 1000)) s"
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+e2e_on_exit cleanup
 
 # --- setup -------------------------------------------------------------------------------------
 bash "$ROOT/tests/slurm/install-deps.sh"
 say "building release binaries"
-(cd "$ROOT" && cargo build --release --locked -p qlam-spank -p qlam-auth 2>&1 | tail -n 1)
-[ "${PIPESTATUS[0]}" = 0 ] || die "cargo build failed"
+e2e_build_release 1 || die "cargo build failed"
 t_setup=$(now_ms)
 mkdir -p "$RUN"
 chmod 0755 "$ROOT/tests/.run" "$RUN"
@@ -114,17 +100,7 @@ node_log() { tail -c +"$((${log_off[$1]} + 1))" "$(node_logfile "$1")" 2>/dev/nu
 t_cases=$(now_ms)
 
 # --- helpers -----------------------------------------------------------------------------------
-submit() { # USER NAME [SBATCH ARGS...] < script; prints the job id
-    local u=$1 name=$2 h id
-    shift 2
-    h=$(user_home "$u")
-    id=$(as_user "$u" sbatch --parsable --qlam-auth -J "$name" -D "$h" -o "$h/e2e/$name-%j.out" "$@") ||
-        return 1
-    echo "${id%%;*}"
-}
 job_out() { cat "$(user_home "$1")/e2e/$2" 2>/dev/null || echo "<no output file $2>"; }
-sha() { printf '%s' "$1" | sha256sum | cut -c1-64; }
-indent() { printf '%s\n' "$1" | sed 's/^/    | /'; }
 expire() { # USER: age the stored access token (as cases c and g of run.sh do)
     as_user "$1" /usr/bin/python3 "$here/store_tool.py" expire "$(store_file "$1")"
 }

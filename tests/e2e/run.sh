@@ -71,30 +71,16 @@ t_start=$(now_ms)
 
 # --- cleanup: always ------------------------------------------------------------------------
 BG_PIDS=()
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    echo
-    echo "==> cleaning up (plugin, IdP, Slurm)"
+cleanup() { # run by e2e_on_exit
     for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for u in "${QA_USERS[@]}"; do
-        scancel -u "$u" 2>/dev/null
-        rm -f "$(user_home "$u")"/e2e/*.token 2>/dev/null   # the jobs' token copies
-    done
     rm -f "$SECRETS" "$RUN/needles" "$RUN/views"
-    bash "$ROOT/tests/idp/stop.sh" "$IDP_STATE" || echo "e2e: warning: IdP stop failed" >&2
     for st in "$RUN"/idp-a "$RUN"/idp-b "$RUN"/idp-c; do   # case r's IdPs
         [ -d "$st" ] && bash "$ROOT/tests/idp/stop.sh" "$st" >/dev/null 2>&1
     done
-    bash "$ROOT/tests/slurm/down.sh" "$SLURM_STATE" || echo "e2e: warning: slurm down failed" >&2
-    # Slurm is down now, so this only removes the plugstack line and the .so (no restart).
-    bash "$ROOT/tests/slurm/uninstall-plugin.sh" || echo "e2e: warning: plugin uninstall failed" >&2
+    e2e_teardown "${QA_USERS[@]}"
     echo "e2e: total $((($(now_ms) - t_start) / 1000)) s"
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+e2e_on_exit cleanup
 
 # --- setup -------------------------------------------------------------------------------------
 say "installing dependencies (tests/slurm/install-deps.sh)"
@@ -102,8 +88,7 @@ bash "$ROOT/tests/slurm/install-deps.sh"
 
 say "building release binaries"
 t=$(now_ms)
-(cd "$ROOT" && cargo build --release --locked -p qlam-spank -p qlam-auth 2>&1 | tail -n 3)
-[ "${PIPESTATUS[0]}" = 0 ] || die "cargo build failed"
+e2e_build_release 3 || die "cargo build failed"
 t_build=$(($(now_ms) - t))
 t_after_build=$(now_ms)
 
@@ -207,17 +192,6 @@ t_cases=$(now_ms)
 
 # --- helpers for the cases -------------------------------------------------------------------
 
-# Submit a batch script (stdin) as USER with --qlam-auth; print the job id (the caller adds it
-# to JOBS: this runs in a subshell).
-submit() { # USER NAME [SBATCH ARGS...]
-    local u=$1 name=$2 h id
-    shift 2
-    h=$(user_home "$u")
-    id=$(as_user "$u" sbatch --parsable --qlam-auth -J "$name" -D "$h" -o "$h/e2e/$name-%j.out" "$@") ||
-        return 1
-    echo "${id%%;*}"
-}
-
 # Remember the tokens in a file (a job's copy, or a store) as secrets for case h.
 remember_tokens() { # FILE...
     local f
@@ -236,8 +210,6 @@ remember_store() { # USER
 
 job_out() { cat "$(user_home "$1")/e2e/$2-$3.out" 2>/dev/null || echo "<no output file>"; }
 field() { sed -n "s/^$1=//p" <<<"$2" | head -n 1; }   # KEY TEXT -> value of the first KEY=...
-indent() { printf '%s\n' "$1" | sed 's/^/    | /'; }
-sha() { printf '%s' "$1" | sha256sum | cut -c1-64; }
 
 # The job script of cases a, c and f: report what the job sees, keep a copy of the token for the
 # test to check at the IdP (0600 in the user's 0700 e2e dir).
@@ -285,15 +257,8 @@ t_pass
 
 # --- b: never logged in -------------------------------------------------------------------------
 t_begin "b: a user who never logged in is refused at submission, with 'qlam-auth login'; nothing queued"
-u=qa2
-before=$(squeue -h -u $u -t all | wc -l)
-rc=0
-err=$(as_user $u sbatch --parsable --qlam-auth -o /dev/null --wrap 'echo should-not-run' 2>&1) || rc=$?
-[ "$rc" != 0 ] || t_fail "sbatch exited 0 (job ${err})"
-assert_contains "$err" "qlam-auth login" "sbatch's message names the fix"
-assert_contains "$err" "not logged in" "sbatch's message says why"
-assert_eq "$before" "$(squeue -h -u $u -t all | wc -l)" "jobs of $u in squeue -t all"
-echo "  sbatch said: $err"
+assert_refused_at_submission qa2 "not logged in"
+echo "  sbatch said: $ERR"
 t_pass
 
 # --- c: expired access token -> one refresh, rotation, qlam-core still reads the store ----------
@@ -353,13 +318,7 @@ if id_d=$(printf '#!/bin/bash\necho the-job-script-ran\n' | submit $u d); then
     assert_contains "$out" "expired or was revoked" "the job's output says why"
     assert_not_contains "$out" "the-job-script-ran" "the job script did not run"
     echo "  job output: $(head -n 3 <<<"$out")"
-    node=
-    for ((i = 0; i < 50; i++)); do
-        node=$(sinfo -h -N -o %T | head -n 1)
-        [ "$node" = idle ] && break
-        sleep 0.2
-    done
-    assert_eq idle "$node" "node state (sinfo -h -N -o %T)"
+    assert_eq idle "$(settled_node_state)" "node state (sinfo -h -N -o %T)"
     [ -n "$(store_file $u)" ] || t_fail "the credentials file was deleted"
 else
     t_fail "sbatch --qlam-auth failed for $u (the check at submission is offline and should pass)"
@@ -602,13 +561,7 @@ JOB
         sleep 0.2
     done
     assert_eq "" "$(find "$TOKEN_DIR/$id_n" -maxdepth 0 2>/dev/null)" "job $id_n token directory left behind"
-    node=
-    for ((i = 0; i < 50; i++)); do
-        node=$(sinfo -h -N -o %T | head -n 1)
-        [ "$node" = idle ] && break
-        sleep 0.2
-    done
-    assert_eq idle "$node" "node state (sinfo -h -N -o %T)"
+    assert_eq idle "$(settled_node_state)" "node state (sinfo -h -N -o %T)"
 else
     t_fail "sbatch --qlam-auth failed for $u"
 fi

@@ -6,13 +6,9 @@
 # stay in DIR/selftest/.
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
-  echo "usage: $0 STATE_DIR" >&2
-  exit 2
-fi
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-mkdir -p "$1"
-DIR="$(cd "$1" && pwd)"
+# shellcheck source=tests/idp/state-dir.sh
+. "$HERE/state-dir.sh"
 T="$DIR/selftest"
 rm -rf "$T"
 mkdir -p "$T"

@@ -5,13 +5,9 @@
 # Environment knobs (IDP_*) are passed through to server.mjs; IDP_PORT picks a port (default 0).
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
-  echo "usage: $0 STATE_DIR" >&2
-  exit 2
-fi
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-mkdir -p "$1"
-DIR="$(cd "$1" && pwd)"
+# shellcheck source=tests/idp/state-dir.sh
+. "$HERE/state-dir.sh"
 NODE="${NODE:-node}"
 
 # Prints the pid named by FILE if that process is alive and is our server.

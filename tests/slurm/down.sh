@@ -8,9 +8,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/slurm/lib.sh
 . "$here/lib.sh"
 
-[ $# -eq 1 ] || die "usage: $0 STATE_DIR"
-need_root
-state_dir=$1
+state_dir=$(state_dir_arg "$@")
 
 # Pids recorded by up.sh are a fallback when a pid file went missing.
 recorded() {

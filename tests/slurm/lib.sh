@@ -29,6 +29,12 @@ node_logfile() { echo "/var/log/slurm/slurmd-$1.log"; }  # as SlurmdLogFile=...-
 log() { echo "slurm: $*" >&2; }
 die() { echo "slurm: error: $*" >&2; exit 1; }
 need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root"; }
+# The one argument of up.sh and down.sh, which run as root: prints it, or exits with the usage.
+state_dir_arg() { # "$@"
+    [ $# -eq 1 ] || die "usage: $0 STATE_DIR"
+    need_root
+    printf '%s\n' "$1"
+}
 
 # True if PID is a live process (not gone, not a zombie: PID 1 here may be slow
 # to reap daemonized processes).

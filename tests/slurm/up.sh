@@ -19,9 +19,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/slurm/lib.sh
 . "$here/lib.sh"
 
-[ $# -eq 1 ] || die "usage: $0 STATE_DIR"
-need_root
-state_dir=$1
+state_dir=$(state_dir_arg "$@")
 mkdir -p "$state_dir"
 t0=$(date +%s%N)
 

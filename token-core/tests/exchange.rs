@@ -8,7 +8,6 @@
 mod support;
 
 use serde_json::json;
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 use support::*;
 use token_core::Error;
@@ -40,6 +39,7 @@ fn site() -> Policy {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn a_job_token_has_exactly_the_audience_scope_and_lifetime_asked_and_dies_when_revoked() {
     let idp = the_idp();
     let _g = shared();
@@ -84,6 +84,7 @@ fn a_job_token_has_exactly_the_audience_scope_and_lifetime_asked_and_dies_when_r
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn the_idp_refuses_a_scope_beyond_its_own_policy_without_quoting_a_token() {
     let idp = the_idp();
     let _g = shared();
@@ -109,13 +110,6 @@ fn the_idp_refuses_a_scope_beyond_its_own_policy_without_quoting_a_token() {
 
 /// A qsh home with one `token_exchange` context whose subject token is `env:JOB_SUBJECT`.
 fn exchange_home(idp: &Idp) -> (tempfile::TempDir, QshPaths) {
-    let dir = tempfile::Builder::new()
-        .prefix("qsh-te-")
-        .tempdir()
-        .unwrap();
-    let config_dir = dir.path().join(".qsh");
-    std::fs::create_dir(&config_dir).unwrap();
-    std::fs::set_permissions(&config_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     let config = json!({
         "current_context": "te",
         "contexts": [{"name": "te", "qpu": "test", "defaults": {"auth_provider": "te"},
@@ -125,16 +119,13 @@ fn exchange_home(idp: &Idp) -> (tempfile::TempDir, QshPaths) {
                 "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
                 "audience": STORAGE, "scope": "storage.read"}]}]
     });
-    let file = config_dir.join("config.json");
-    std::fs::write(&file, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let paths = QshPaths::resolve(dir.path(), &|_| None);
-    (dir, paths)
+    private_qsh_home("qsh-te-", &config)
 }
 
 /// Regression (issue 9 item 4): the subject token comes from the environment the caller hands
 /// over (a job's), not from this process's environment, which has no JOB_SUBJECT at all.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn m2m_token_exchange_takes_its_subject_token_from_the_callers_environment() {
     let idp = the_idp();
     let _g = shared();
@@ -190,6 +181,7 @@ fn m2m_token_exchange_takes_its_subject_token_from_the_callers_environment() {
 /// Single flight per job, not per node: eight "nodes" of one job start at once and ask the
 /// job's cache in the user's home; one exchange reaches the IdP and all get its token.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn eight_nodes_of_one_job_cost_one_exchange() {
     use token_core::jobcache::{From, JobCache};
     let idp = the_idp();

@@ -32,6 +32,7 @@ fn mode(p: &std::path::Path) -> u32 {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn device_login_writes_a_private_qlam_core_store() {
     let idp = the_idp();
     let _g = shared();
@@ -52,6 +53,7 @@ fn device_login_writes_a_private_qlam_core_store() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn refresh_rotates_and_an_old_refresh_token_is_refused_without_damage() {
     let idp = the_idp();
     let _g = shared();
@@ -147,6 +149,7 @@ fn the_idp_for_child() -> token_core::http::HttpSettings {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn twenty_concurrent_processes_cause_one_refresh() {
     let idp = the_idp();
     let _g = exclusive();
@@ -210,6 +213,7 @@ fn twenty_concurrent_processes_cause_one_refresh() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn client_credentials_token_is_cached() {
     let idp = the_idp();
     let _g = exclusive();
@@ -231,6 +235,7 @@ fn client_credentials_token_is_cached() {
 
 /// Stores with hostile or broken contents: a typed error, the file left exactly as it was.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn hostile_store_files_are_refused_and_left_alone() {
     let idp = the_idp();
     let _g = shared();
@@ -306,6 +311,7 @@ fn hostile_store_files_are_refused_and_left_alone() {
 /// A broken IdP: the refresh fails with a typed error within the time bound; the store is
 /// untouched. (Faults are injected into the real server: see tests/idp/README.md.)
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn misbehaving_idp_gives_typed_errors_and_keeps_the_store() {
     let idp = the_idp();
     let _g = exclusive();
@@ -371,6 +377,7 @@ fn misbehaving_idp_gives_typed_errors_and_keeps_the_store() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn revoked_login_is_reported_as_expired() {
     let idp = the_idp();
     let _g = shared();
@@ -392,6 +399,7 @@ fn revoked_login_is_reported_as_expired() {
 /// A lock holder that hangs (e.g. stuck on a slow IdP) makes others wait at most lock_timeout and
 /// fail with a clear error; when the holder is killed (-9), the kernel frees the lock.
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn hung_lock_holder_bounds_the_wait_and_a_killed_holder_frees_the_lock() {
     let idp = the_idp();
     let _g = shared();

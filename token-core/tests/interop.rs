@@ -21,6 +21,7 @@ fn the_idp() -> &'static Idp {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn a_qlam_core_login_is_used_and_refreshed_by_token_core_and_back() {
     let idp = the_idp();
     let home = QshHome::new(idp);
@@ -65,6 +66,7 @@ fn a_qlam_core_login_is_used_and_refreshed_by_token_core_and_back() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn a_token_core_login_is_read_and_refreshed_by_qlam_core() {
     let idp = the_idp();
     let home = QshHome::new(idp);

@@ -49,13 +49,6 @@ struct M2mHome {
 
 impl M2mHome {
     fn new(idp: &Idp, client_id: &str, client_secret: &str) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("qsh-m2m-")
-            .tempdir()
-            .unwrap();
-        let config_dir = dir.path().join(".qsh");
-        std::fs::create_dir(&config_dir).unwrap();
-        std::fs::set_permissions(&config_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let config = json!({
             "current_context": "ctx",
             "contexts": [{"name": "ctx", "qpu": "test",
@@ -64,10 +57,7 @@ impl M2mHome {
                     "client_id": client_id, "client_secret": client_secret,
                     "grant_type": "client_credentials", "scope": null, "audience": API, "tenant": null}]}]
         });
-        let file = config_dir.join("config.json");
-        std::fs::write(&file, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let paths = QshPaths::resolve(dir.path(), &|_| None);
+        let (dir, paths) = private_qsh_home("qsh-m2m-", &config);
         M2mHome { dir, paths }
     }
 
@@ -92,11 +82,7 @@ impl M2mHome {
 
     /// Makes the stored token look expired (so the next obtain renews).
     fn expire(&self, broker: &Broker) {
-        let key = broker.provider().cache_key();
-        let mut t = broker.store().load(&key).unwrap().unwrap().tokens;
-        t.created_at = token_core::time::Timestamp::now().plus_seconds(-7200);
-        t.expires_in = Some(3600);
-        broker.store().save(&key, "ctx", &t).unwrap();
+        set_access_token_left(broker.store(), &broker.provider().cache_key(), "ctx", -3600);
     }
 }
 
@@ -127,6 +113,7 @@ fn base64_basic(id: &str, secret: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP) and PyPI (qlam-core): run by tests/run-all.sh"]
 fn private_key_jwt_es256_and_rs256_and_qlam_core_loads_the_config() {
     let idp = the_idp();
     let _g = exclusive();
@@ -193,6 +180,7 @@ fn private_key_jwt_es256_and_rs256_and_qlam_core_loads_the_config() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn rotation_tries_the_next_secret_on_invalid_client() {
     let idp = the_idp();
     let _g = exclusive();
@@ -266,6 +254,7 @@ fn rotation_tries_the_next_secret_on_invalid_client() {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn budget_warns_then_refuses_and_counts_only_real_requests() {
     let idp = the_idp();
     let _g = exclusive();
@@ -367,6 +356,7 @@ fn resource_server(idp: &'static Idp) -> (String, Arc<AtomicU32>) {
 }
 
 #[test]
+#[ignore = "needs node (the test IdP): run by tests/run-all.sh"]
 fn token_source_retries_once_after_a_401_and_only_if_the_token_did_not_change() {
     let idp = the_idp();
     let _g = exclusive();

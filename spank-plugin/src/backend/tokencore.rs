@@ -298,8 +298,8 @@ impl Backend for TokenCore {
         let provider = acct.provider(&account.name, &account.file);
         let http = http_settings(args);
         Broker::check_issuer(&provider, &http).map_err(BackendError::IssuerNotAllowed)?;
-        let broker = Broker::new(&paths, provider, &http, &daemon_env)?
-            .with_settings(acct.settings());
+        let broker =
+            Broker::new(&paths, provider, &http, &daemon_env)?.with_settings(acct.settings());
         let got = broker.obtain(&obtain_options(args))?;
         Ok(delivery(got, None))
     }

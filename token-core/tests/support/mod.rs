@@ -231,11 +231,6 @@ pub const M2M_CONTEXT: &str = "pipeline";
 
 impl QshHome {
     pub fn new(idp: &Idp) -> Self {
-        let dir = tempfile::Builder::new().prefix("qsh-").tempdir().unwrap();
-        let config_dir = dir.path().join(".qsh");
-        std::fs::create_dir(&config_dir).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&config_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let config = serde_json::json!({
             "current_context": USER_CONTEXT,
             "contexts": [
@@ -251,10 +246,7 @@ impl QshHome {
                     "audience": "https://slurm.example/api"}]}
             ]
         });
-        let file = config_dir.join("config.json");
-        std::fs::write(&file, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let paths = QshPaths::resolve(dir.path(), &|_| None);
+        let (dir, paths) = private_qsh_home("qsh-", &config);
         QshHome { dir, paths }
     }
 
@@ -299,13 +291,113 @@ impl QshHome {
 
     /// Makes the stored access token look old: issued two hours ago, valid one hour.
     pub fn expire_access_token(&self, context: &str) {
-        let store = token_core::store::CredentialStore::new(&self.paths);
-        let key = self.provider(context).cache_key();
-        let mut t = store.load(&key).unwrap().unwrap().tokens;
-        t.created_at = token_core::time::Timestamp::now().plus_seconds(-7200);
-        t.expires_in = Some(3600);
-        store.save(&key, context, &t).unwrap();
+        self.set_access_token_left(context, -3600);
     }
+
+    /// Makes the stored access token of `context` expire in `secs` seconds (valid one hour).
+    pub fn set_access_token_left(&self, context: &str, secs: i64) {
+        let store = token_core::store::CredentialStore::new(&self.paths);
+        set_access_token_left(&store, &self.provider(context).cache_key(), context, secs);
+    }
+}
+
+/// A private qsh home in a new temporary directory (`prefix...`): `.qsh/` (0700) holding
+/// `config.json` (0600) with `config`.
+pub fn private_qsh_home(prefix: &str, config: &Value) -> (tempfile::TempDir, QshPaths) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    let config_dir = dir.path().join(".qsh");
+    std::fs::create_dir(&config_dir).unwrap();
+    std::fs::set_permissions(&config_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let file = config_dir.join("config.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let paths = QshPaths::resolve(dir.path(), &|_| None);
+    (dir, paths)
+}
+
+/// Makes the access token stored under `key` expire in `secs` seconds: issued `3600 - secs`
+/// seconds ago, valid one hour.
+pub fn set_access_token_left(
+    store: &token_core::store::CredentialStore,
+    key: &str,
+    context: &str,
+    secs: i64,
+) {
+    let mut t = store.load(key).unwrap().unwrap().tokens;
+    t.created_at = token_core::time::Timestamp::now().plus_seconds(secs - 3600);
+    t.expires_in = Some(3600);
+    store.save(key, context, &t).unwrap();
+}
+
+/// A program run as a user runs it, with a clean environment: only `PATH`, `HOME`, the IdP's
+/// CA in `SSL_CERT_FILE`, and stdin from /dev/null. Callers add the rest.
+pub fn clean_command(program: &str, idp: &Idp, home: &Path) -> Command {
+    let mut c = Command::new(program);
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("SSL_CERT_FILE", &idp.ca)
+        .stdin(Stdio::null());
+    c
+}
+
+/// `QLAM_AUTH_SITE_FILE` for a test without a site file (hermetic: /etc/qlam-auth is the
+/// machine's).
+pub const NO_SITE_FILE: &str = "/nonexistent/qlam-auth-test/site.json";
+
+/// `SSH_CONNECTION` as on a login node reached over ssh.
+pub const OVER_SSH: &str = "192.0.2.10 50022 192.0.2.20 22";
+
+/// A finished run's exit code and both outputs, for assertion messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The user code in a line of device-login instructions: what follows `marker`.
+pub fn user_code_after(line: &str, marker: &str) -> Option<String> {
+    line.split_once(marker)
+        .map(|(_, c)| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
+}
+
+/// Drives a spawned device login (stdout piped; stderr piped or not): reads stdout up to the user
+/// code after `marker`, approves it as `user`, and waits. Returns the exit status, all of stdout
+/// and stderr (empty when it was not piped).
+pub fn approve_device_login(
+    idp: &Idp,
+    mut child: std::process::Child,
+    marker: &str,
+    user: &str,
+) -> (std::process::ExitStatus, String, String) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    let code = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            seen.push_str(&l);
+            seen.push('\n');
+            user_code_after(&l, marker)
+        })
+        .unwrap_or_else(|| panic!("no user code in: {seen}"));
+    idp.approve(user, &code);
+    for l in lines.map_while(Result::ok) {
+        seen.push_str(&l);
+        seen.push('\n');
+    }
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        stderr.read_to_string(&mut err).unwrap();
+    }
+    let status = child.wait().unwrap();
+    (status, seen, err)
 }
 
 /// A venv with the real qlam-core 0.10.0 from PyPI (made once, under target/).
@@ -375,26 +467,14 @@ fn qlam_core_command(idp: &Idp, paths: &QshPaths, home: &Path) -> Command {
 
 /// qlam-core's own device flow for `home`'s `lab` context, approved headlessly as `user`.
 pub fn qlam_core_device_login(idp: &Idp, home: &QshHome, user: &str) {
-    use std::io::{BufRead, BufReader};
-    let mut child = qlam_core_command(idp, &home.paths, home.dir.path())
+    let child = qlam_core_command(idp, &home.paths, home.dir.path())
         .args(["login", USER_CONTEXT, "testidp"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let code = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.split_once("Enter code:")
-                .map(|(_, c)| c.trim().to_owned())
-        })
-        .expect("qlam-core printed a user code");
-    idp.approve(user, &code);
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "qlam-core login failed: {rest:?}");
+    let (status, out, _) = approve_device_login(idp, child, "Enter code:", user);
+    assert!(status.success(), "qlam-core login failed: {out}");
 }
 
 pub fn file_bytes(p: &Path) -> Vec<u8> {

@@ -106,6 +106,18 @@ fn grow<B: Clone + Default, T>(
     }
 }
 
+/// What the return code of a `get*_r` call says when it is not a success: too small a buffer
+/// (`ERANGE`), or no entry (any other error, or no result).
+fn failed_attempt<T>(rc: c_int, no_result: bool) -> Option<Attempt<T>> {
+    if rc == libc::ERANGE {
+        Some(Attempt::TooSmall(None))
+    } else if rc != 0 || no_result {
+        Some(Attempt::Done(None))
+    } else {
+        None
+    }
+}
+
 /// Copies a C string that may be NULL.
 ///
 /// # Safety
@@ -137,11 +149,8 @@ fn with_passwd<T>(uid: Uid, read: impl FnOnce(&libc::passwd) -> Option<T>) -> Op
                 &mut result,
             )
         };
-        if rc == libc::ERANGE {
-            return Attempt::TooSmall(None);
-        }
-        if rc != 0 || result.is_null() {
-            return Attempt::Done(None);
+        if let Some(failed) = failed_attempt(rc, result.is_null()) {
+            return failed;
         }
         // SAFETY: on success `result` points to `pwd`, now initialised, whose strings point into
         // `buf`, which outlives this borrow.
@@ -207,11 +216,8 @@ pub fn group_by_name(name: &str) -> Option<Gid> {
                 &mut result,
             )
         };
-        if rc == libc::ERANGE {
-            return Attempt::TooSmall(None);
-        }
-        if rc != 0 || result.is_null() {
-            return Attempt::Done(None);
+        if let Some(failed) = failed_attempt(rc, result.is_null()) {
+            return failed;
         }
         // SAFETY: on success `result` points to `grp`, now initialised.
         Attempt::Done(Some(Gid(unsafe { (*result).gr_gid })))

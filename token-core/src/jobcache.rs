@@ -131,15 +131,13 @@ impl JobCache {
             });
         }
         let (x, subject) = exchange()?;
-        let now = Timestamp::now();
+        let meta = crate::exchange::Meta::of(&x, Timestamp::now());
         let entry = Entry {
             token: x.token.expose().to_owned(),
-            expires_at: x
-                .lifetime
-                .map(|l| now.unix_seconds().saturating_add(l.as_secs() as i64)),
-            lifetime: x.lifetime.map(|l| l.as_secs()),
-            audience: x.audience.clone(),
-            scope: x.scope.clone(),
+            expires_at: meta.expires_at,
+            lifetime: meta.lifetime,
+            audience: meta.audience,
+            scope: meta.scope,
             subject: subject.clone(),
         };
         let bytes = Zeroizing::new(serde_json::to_vec(&entry).map_err(|e| {

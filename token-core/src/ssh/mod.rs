@@ -301,16 +301,21 @@ pub fn ensure_certificate(
     let min = opts.min_valid.as_secs();
     let principals = service.principals.as_deref();
     let usable = |state: &CertState| matches!(state, CertState::Valid { .. });
+    // The certificate on disk, if it is valid for `min_valid` with the asked principals.
+    let already_valid =
+        || match cert::read_and_assess(dirfd, &files, &public, now(), min, principals) {
+            CertState::Valid { remaining, .. } => Some(SignOutcome::AlreadyValid {
+                cert_path: files.cert_path(),
+                remaining,
+            }),
+            _ => None,
+        };
 
     // 1. Fast path: no lock, no network.
     if !opts.force
-        && let CertState::Valid { remaining, .. } =
-            cert::read_and_assess(dirfd, &files, &public, now(), min, principals)
+        && let Some(valid) = already_valid()
     {
-        return Ok(SignOutcome::AlreadyValid {
-            cert_path: files.cert_path(),
-            remaining,
-        });
+        return Ok(valid);
     }
 
     // 2. The per-service lock; while waiting, leave as soon as the holder's certificate landed.
@@ -328,13 +333,8 @@ pub fn ensure_certificate(
             ))
     })?;
     let Some(_lock) = lock else {
-        if let CertState::Valid { remaining, .. } =
-            cert::read_and_assess(dirfd, &files, &public, now(), min, principals)
-        {
-            return Ok(SignOutcome::AlreadyValid {
-                cert_path: files.cert_path(),
-                remaining,
-            });
+        if let Some(valid) = already_valid() {
+            return Ok(valid);
         }
         return Err(SshError::file(
             files.cert_path(),
@@ -344,13 +344,9 @@ pub fn ensure_certificate(
     };
     // 3. Re-check under the lock: another process may have renewed it meanwhile.
     if !opts.force
-        && let CertState::Valid { remaining, .. } =
-            cert::read_and_assess(dirfd, &files, &public, now(), min, principals)
+        && let Some(valid) = already_valid()
     {
-        return Ok(SignOutcome::AlreadyValid {
-            cert_path: files.cert_path(),
-            remaining,
-        });
+        return Ok(valid);
     }
 
     // 4. A JWT (cached for its own life), then the certificate; a cached JWT the signing

@@ -1,19 +1,13 @@
 //! `qlam-auth config init`: add or update one context's oauth provider in config.json, in QLAM
 //! Core's schema, keeping everything else in the file.
 
-use crate::cli::{GrantArg, InitArgs, ShowArgs};
+use super::context::default_current;
+use super::{render, write_config};
+use crate::cli::{GrantArg, InitArgs};
 use crate::exit::{self, Failure};
 use crate::ui;
-use serde_json::{Map, json};
-use std::path::Path;
 use token_core::config::model::{AuthProvider, Context, Defaults, ProviderEntry, value};
 use token_core::config::{Config, ConfigSource, QshConfig, normalize_issuer};
-use token_core::fsutil::{self, Policy};
-use token_core::paths::QshPaths;
-
-/// The directory holding config.json may be readable by others, never writable (as the store
-/// requires of `~/.qsh`).
-const CONFIG_DIR_POLICY: Policy = Policy::CONFIG_DIR;
 
 /// What [`merge`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +34,7 @@ fn is_env_var_name(s: &str) -> bool {
 /// are absent (an existing provider keeps its value; a new one gets `null`); an empty value
 /// (`--audience ''`) becomes `null`.
 pub fn provider_entry(args: &InitArgs) -> Result<AuthProvider, String> {
-    let issuer = normalize_issuer(&args.issuer, super::http_loopback())
+    let issuer = normalize_issuer(&args.issuer, crate::commands::http_loopback())
         .map_err(|m| format!("--issuer: {m}"))?;
     let non_empty = |flag: &str, v: &str| {
         if v.trim().is_empty() {
@@ -91,15 +85,6 @@ fn fresh_provider(given: AuthProvider) -> ProviderEntry {
     });
     p.overlay(given);
     p
-}
-
-/// Sets `current_context` to `context` if it is unset; true if it did.
-fn default_current(root: &mut QshConfig, context: &str) -> bool {
-    let unset = root.current().is_none();
-    if unset {
-        root.current_context = Some(Some(context.to_owned()));
-    }
-    unset
 }
 
 /// Adds or updates `args.context` and its provider in `root` (a parsed config.json), keeping
@@ -189,196 +174,9 @@ fn check_secret(p: &ProviderEntry, at: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Renders the config as QLAM Core writes it (2-space indent) plus a final newline.
-pub fn render(root: &QshConfig) -> Vec<u8> {
-    root.render()
-}
-
-fn write_config(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-        Failure::msg(
-            format!("{} is not a file name", path.display()),
-            exit::CONFIG,
-        )
-    })?;
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-        let target = std::fs::canonicalize(path)
-            .map_or_else(|_| "its target".to_owned(), |t| t.display().to_string());
-        return Err(Failure::msg(
-            format!(
-                "{} is a symbolic link; not replacing it: edit {target} instead (set QSH_CONFIG to it)",
-                path.display()
-            ),
-            exit::CONFIG,
-        ));
-    }
-    let dir_fd = fsutil::create_dir_all_private(dir, CONFIG_DIR_POLICY)?;
-    fsutil::atomic_write_at(fsutil::fd(&dir_fd), dir, name, bytes, 0o600)?;
-    Ok(())
-}
-
-/// Copies the site's context `context` into the user's config.json (created if missing) in QLAM
-/// Core's format, so that QLAM Shell and QLAM Core find the login that qlam-auth stores; makes it
-/// the current context if none is set. Returns the file written, or `None` if the user's file
-/// already defines that context (it wins over the site's).
-pub fn adopt_site_context(
-    paths: &QshPaths,
-    config: &Config,
-    context: &str,
-) -> Result<Option<std::path::PathBuf>, Failure> {
-    if config.user_has_context(context) {
-        return Ok(None);
-    }
-    let Some(site_ctx) = config.site().and_then(|s| s.context(context)) else {
-        return Ok(None);
-    };
-    let mut root = if config.user_file_exists() {
-        config.model().clone()
-    } else {
-        Config::empty(&paths.config_file).model().clone()
-    };
-    root.contexts.push(site_ctx.to_qsh_context());
-    default_current(&mut root, context);
-    let bytes = render(&root);
-    Config::from_bytes(&paths.config_file, &bytes)?
-        .with_http_loopback(super::http_loopback())
-        .provider_with_env(Some(context), &super::env)?;
-    write_config(&paths.config_file, &bytes)?;
-    Ok(Some(paths.config_file.clone()))
-}
-
-/// Each effective setting of `context` (default: the current one), with where it comes from
-/// (`config show` and `doctor`).
-pub fn effective_settings(
-    config: &Config,
-    context: Option<&str>,
-) -> Result<Vec<(&'static str, String, token_core::config::Origin)>, Failure> {
-    use token_core::config::Origin;
-    let (name, name_origin) = match context.filter(|c| !c.is_empty()) {
-        Some(c) => (Some(c.to_owned()), Some(Origin::CommandLine)),
-        None => (
-            config.current_context().map(str::to_owned),
-            config.current_context_origin(),
-        ),
-    };
-    let provider = config.provider_with_env(name.as_deref(), &super::env)?;
-    let ctx_origin = if config.user_has_context(&provider.context) {
-        Origin::UserConfig
-    } else {
-        Origin::SiteFile
-    };
-    // An unset scope is QLAM Core's default for logins.
-    let scope_origin = if provider.scope.as_deref() == Some(token_core::config::DEFAULT_USER_SCOPE)
-    {
-        Origin::Default
-    } else {
-        ctx_origin
-    };
-    Ok(vec![
-        (
-            "context",
-            provider.context.clone(),
-            name_origin.unwrap_or(Origin::Default),
-        ),
-        ("provider", provider.name.clone(), ctx_origin),
-        ("issuer", provider.issuer.clone(), ctx_origin),
-        ("client_id", provider.client_id.clone(), ctx_origin),
-        ("grant", provider.grant_type.as_str().to_owned(), ctx_origin),
-        (
-            "audience",
-            provider.audience.clone().unwrap_or_else(|| "-".into()),
-            ctx_origin,
-        ),
-        (
-            "tenant",
-            provider.tenant.clone().unwrap_or_else(|| "-".into()),
-            ctx_origin,
-        ),
-        (
-            "scope",
-            provider.scope.clone().unwrap_or_else(|| "-".into()),
-            scope_origin,
-        ),
-    ])
-}
-
-/// Runs `config show`.
-pub fn show(args: &ShowArgs) -> Result<(), Failure> {
-    let paths = super::qsh_paths()?;
-    let site_path = super::site_file();
-    let config = super::load_config(&paths)?;
-    let rows = effective_settings(&config, args.context.as_deref())?;
-    let present = |b: bool| if b { "present" } else { "absent" };
-    let site_present = config.site().is_some();
-    if args.json {
-        let mut settings = Map::new();
-        for (k, v, o) in &rows {
-            settings.insert((*k).to_owned(), json!({"value": v, "origin": o.as_str()}));
-        }
-        let v = json!({
-            "site_file": {"path": site_path.display().to_string(), "present": site_present},
-            "user_config": {"path": paths.config_file.display().to_string(),
-                            "present": config.user_file_exists()},
-            "contexts": config.context_names(),
-            "settings": settings,
-        });
-        let text = serde_json::to_string_pretty(&v)
-            .map_err(|e| Failure::msg(e.to_string(), exit::OTHER))?;
-        ui::say(&format!("{text}\n"));
-        return Ok(());
-    }
-    let mut s = format!(
-        "site file:    {} ({})\nuser config:  {} ({})\ncontexts:     {}\n\n",
-        site_path.display(),
-        present(site_present),
-        paths.config_file.display(),
-        present(config.user_file_exists()),
-        config.context_names().join(", ")
-    );
-    for (k, v, o) in &rows {
-        s.push_str(&format!("  {k:<10} {v:<40} ({})\n", o.as_str()));
-    }
-    s.push_str("\nPrecedence: command line > user config > site file.\n");
-    ui::say(&s);
-    Ok(())
-}
-
-/// Runs `use-context NAME`.
-pub fn use_context(name: &str) -> Result<(), Failure> {
-    let paths = super::qsh_paths()?;
-    let config = super::load_config(&paths)?;
-    // Says "did you mean" for a typo.
-    config.provider_with_env(Some(name), &super::env)?;
-    let adopted = adopt_site_context(&paths, &config, name)?;
-    let config = super::load_config(&paths)?;
-    if config.user_file_exists() {
-        let mut root = config.model().clone();
-        root.current_context = Some(Some(name.to_owned()));
-        let bytes = render(&root);
-        Config::from_bytes(&paths.config_file, &bytes)?.with_http_loopback(super::http_loopback());
-        write_config(&paths.config_file, &bytes)?;
-    }
-    let mut s = format!(
-        "The current context is now '{name}' ({}).\n",
-        paths.config_file.display()
-    );
-    if adopted.is_some() {
-        s.push_str(&format!(
-            "  (copied from the site file {})\n",
-            super::site_file().display()
-        ));
-    }
-    ui::say(&s);
-    Ok(())
-}
-
 /// Runs `config init`.
 pub fn init(args: &InitArgs) -> Result<(), Failure> {
-    let paths = super::qsh_paths()?;
+    let paths = crate::commands::qsh_paths()?;
     let exists = paths.config_file.try_exists().map_err(|e| {
         Failure::msg(
             format!("cannot look at {}: {e}", paths.config_file.display()),
@@ -386,7 +184,7 @@ pub fn init(args: &InitArgs) -> Result<(), Failure> {
         )
     })?;
     let mut config = if exists {
-        Config::load(&paths)?.with_http_loopback(super::http_loopback())
+        Config::load(&paths)?.with_http_loopback(crate::commands::http_loopback())
     } else {
         Config::empty(&paths.config_file)
     };
@@ -408,9 +206,9 @@ pub fn init(args: &InitArgs) -> Result<(), Failure> {
     })?;
     let bytes = render(config.model());
     // Read it back as token-core (and so the plugin and `token`) will, before writing anything.
-    let check =
-        Config::from_bytes(&paths.config_file, &bytes)?.with_http_loopback(super::http_loopback());
-    let provider = check.provider_with_env(Some(&args.context), &super::env)?;
+    let check = Config::from_bytes(&paths.config_file, &bytes)?
+        .with_http_loopback(crate::commands::http_loopback());
+    let provider = check.provider_with_env(Some(&args.context), &crate::commands::env)?;
     if provider.grant_type == token_core::config::GrantType::DeviceCode && provider.tenant.is_none()
     {
         ui::warn(
@@ -423,8 +221,8 @@ pub fn init(args: &InitArgs) -> Result<(), Failure> {
         let broker = token_core::broker::Broker::new(
             &paths,
             provider.clone(),
-            &super::http_settings(),
-            &super::env,
+            &crate::commands::http_settings(),
+            &crate::commands::env,
         )?;
         broker.oauth()?.discovery()?;
     }
@@ -479,7 +277,8 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command, ConfigCommand};
     use clap::Parser;
-    use serde_json::Value;
+    use serde_json::{Value, json};
+    use std::path::Path;
 
     /// The config as JSON, as the file holds it.
     trait ModelJson {
@@ -656,19 +455,5 @@ mod tests {
         let e = merge(&mut clash, &args(&[])).unwrap_err();
         assert!(e.contains("'basic' provider named 'qlam'"), "{e}");
         assert!(merge(&mut json!([]), &args(&[])).is_err());
-    }
-
-    #[test]
-    fn writes_private_file_in_private_dir() {
-        use std::os::unix::fs::PermissionsExt;
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("qsh");
-        let path = dir.join("config.json");
-        write_config(&path, b"{}\n").unwrap();
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&path), 0o600);
-        assert_eq!(mode(&dir), 0o700);
-        write_config(&path, b"{\"a\":1}\n").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n");
     }
 }

@@ -33,12 +33,27 @@
 //! reported as [`Problem`]s, which the caller logs. A broken *security* argument (`issuers`,
 //! `ca_bundle`, `token_dir`) fails closed: [`Args::misconfigured`] is set, and jobs that ask for a
 //! token are refused with a message for the admins, while jobs that do not are unaffected.
+//!
+//! `mod.rs` holds this table, [`Args`] and the parse; the sub-parsers are beside it: `exchange`
+//! (the `exchange*=` keys), `site_account` (`m2m=`, [`SiteAccountRef`], group lists) and
+//! `values` (seconds, yes/no, absolute paths, grants, issuers, context names).
+
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use token_core::config::GrantType;
+
+mod exchange;
+mod site_account;
+mod values;
+
+pub(crate) use site_account::parse_groups;
+pub use site_account::{DEFAULT_M2M_CACHE, GID_PREFIX, SiteAccountRef};
+pub(crate) use values::absolute_path;
+pub use values::{MAX_CONTEXT_LEN, is_context_name};
+use values::{parse_grants, parse_issuers, seconds, yes_no};
 
 /// Default of `min_valid`.
 pub const DEFAULT_MIN_VALID: Duration = Duration::from_secs(300);
@@ -139,22 +154,9 @@ impl Default for Args {
     }
 }
 
-/// `yes`/`no` (also `true`/`false`, `1`/`0`); anything else is a problem that keeps `current`.
-fn yes_no(value: &str, current: bool) -> Result<bool, String> {
-    match value {
-        "yes" | "true" | "1" => Ok(true),
-        "no" | "false" | "0" => Ok(false),
-        _ => Err(format!(
-            "expected yes or no; keeping {}",
-            if current { "yes" } else { "no" }
-        )),
-    }
-}
-
 /// A problem found in the arguments, to be logged by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem(pub String);
-
 impl Args {
     /// Parses the plugin arguments. Never fails: unknown arguments and bad values are returned
     /// as problems, bad values of ordinary settings keep their default, bad security settings
@@ -189,6 +191,9 @@ impl Args {
     }
 
     fn apply(&mut self, key: &str, value: &str) -> Result<(), String> {
+        if self.apply_exchange(key, value)? {
+            return Ok(());
+        }
         match key {
             "min_valid" => {
                 self.min_valid = seconds(value, Duration::ZERO, MAX_MIN_VALID)
@@ -264,41 +269,6 @@ impl Args {
                 Ok(list) => self.grants = list,
                 Err(e) => return Err(self.fail_closed(format!("grants: {e}"))),
             },
-            "exchange" => match token_core::exchange::Mode::parse(value) {
-                Some(m) => self.exchange.mode = m,
-                None => {
-                    return Err(self.fail_closed(format!(
-                        "exchange: '{value}' is not one of off, preferred, required"
-                    )));
-                }
-            },
-            "exchange_audience" => {
-                let list: Vec<String> = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|a| !a.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                if list.is_empty() || list.iter().any(|a| a.chars().any(char::is_whitespace)) {
-                    return Err(self.fail_closed(format!(
-                        "exchange_audience: '{value}' is not a comma-separated list of audiences"
-                    )));
-                }
-                self.exchange.audiences = list;
-            }
-            "exchange_scope" => {
-                let list = token_core::exchange::split_scopes(value);
-                if list.is_empty() {
-                    return Err(self.fail_closed("exchange_scope: empty list".to_owned()));
-                }
-                self.exchange.scopes = list;
-            }
-            "exchange_max_lifetime" => {
-                match seconds(value, Duration::from_secs(60), MAX_MIN_VALID) {
-                    Ok(d) => self.exchange.max_lifetime = Some(d),
-                    Err(e) => return Err(self.fail_closed(format!("exchange_max_lifetime: {e}"))),
-                }
-            }
             "issuers" => match parse_issuers(value) {
                 Ok(list) => self.issuers = Some(list),
                 Err(e) => return Err(self.fail_closed(format!("issuers: {e}"))),
@@ -406,151 +376,10 @@ impl Args {
     }
 }
 
-fn seconds(value: &str, min: Duration, max: Duration) -> Result<Duration, String> {
-    let n: u64 = value
-        .parse()
-        .map_err(|_| format!("'{value}' is not a whole number of seconds"))?;
-    let d = Duration::from_secs(n);
-    if d < min || d > max {
-        return Err(format!(
-            "{n} s is out of range ({}..={} s)",
-            min.as_secs(),
-            max.as_secs()
-        ));
-    }
-    Ok(d)
-}
-
-/// Longest accepted qsh context name (`--qlam-auth=CONTEXT`, and a site account's name).
-pub const MAX_CONTEXT_LEN: usize = 128;
-
-/// A qsh context name: 1 to [`MAX_CONTEXT_LEN`] characters of `A-Z a-z 0-9 . _ - @ +`, not
-/// starting with `.` (it names a file in the job's directory).
-pub fn is_context_name(value: &str) -> bool {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-@+".contains(c);
-    !value.is_empty()
-        && value.len() <= MAX_CONTEXT_LEN
-        && !value.starts_with('.')
-        && value.chars().all(ok_char)
-}
-
-/// Default of `m2m_cache`.
-pub const DEFAULT_M2M_CACHE: &str = "/var/cache/qlam-auth/m2m";
-
-/// Prefix of a numeric group id in a group list (`gid:2024`); anything else is a group name,
-/// digits included.
-pub const GID_PREFIX: &str = "gid:";
-
-/// A site account as plugstack.conf names it: `NAME:FILE[:GROUP,GROUP...]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SiteAccountRef {
-    /// What jobs ask for: `--qlam-auth=NAME`.
-    pub name: String,
-    /// The root-only account file.
-    pub file: PathBuf,
-    /// The world-readable copy of the allowlist, for the check at submission.
-    pub public_groups: Option<Vec<String>>,
-}
-
-impl SiteAccountRef {
-    /// Parses `NAME:FILE[:GROUP,...]`.
-    pub fn parse(value: &str) -> Result<Self, String> {
-        let mut parts = value.splitn(3, ':');
-        let name = parts.next().unwrap_or_default();
-        let file = parts
-            .next()
-            .ok_or_else(|| format!("'{value}': expected NAME:/path/NAME.json[:GROUP,...]"))?;
-        if !is_context_name(name) {
-            return Err(format!(
-                "'{name}' is not a valid account name (A-Z a-z 0-9 . _ - @ +)"
-            ));
-        }
-        let file = absolute_path(file)?;
-        let public_groups = match parts.next() {
-            None => None,
-            Some(g) => Some(parse_groups(g.split(','))?),
-        };
-        Ok(SiteAccountRef {
-            name: name.to_owned(),
-            file,
-            public_groups,
-        })
-    }
-}
-
-pub(crate) fn parse_groups<'a>(
-    items: impl Iterator<Item = &'a str>,
-) -> Result<Vec<String>, String> {
-    let groups: Vec<String> = items
-        .map(str::trim)
-        .filter(|g| !g.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if groups.is_empty() {
-        return Err("the group list is empty".into());
-    }
-    if let Some(bad) = groups.iter().find(|g| match g.strip_prefix(GID_PREFIX) {
-        Some(n) => n.parse::<u32>().is_err(),
-        None => !g
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-$".contains(c)),
-    }) {
-        return Err(format!(
-            "'{bad}' is not a group name or {GID_PREFIX}NUMBER (a bare number is a group name)"
-        ));
-    }
-    Ok(groups)
-}
-
-pub(crate) fn absolute_path(value: &str) -> Result<PathBuf, String> {
-    let p = Path::new(value);
-    if !p.is_absolute() {
-        return Err(format!("'{value}' is not an absolute path"));
-    }
-    if p.components()
-        .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(format!("'{value}' contains '..'"));
-    }
-    Ok(p.to_path_buf())
-}
-
-fn parse_grants(value: &str) -> Result<Vec<GrantType>, String> {
-    let mut list = Vec::new();
-    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let g = GrantType::parse(item).ok_or_else(|| {
-            format!(
-                "'{item}' is not a grant (known: device_code, authorization_code, \
-                 client_credentials, token_exchange)"
-            )
-        })?;
-        if !list.contains(&g) {
-            list.push(g);
-        }
-    }
-    if list.is_empty() {
-        return Err("empty list".to_owned());
-    }
-    Ok(list)
-}
-
-fn parse_issuers(value: &str) -> Result<Vec<String>, String> {
-    let mut list = Vec::new();
-    for item in value.split(',') {
-        if item.trim().is_empty() {
-            continue;
-        }
-        list.push(token_core::config::IssuerUrl::parse_explicit(item)?.into_string());
-    }
-    if list.is_empty() {
-        return Err("empty list".to_owned());
-    }
-    Ok(list)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn parse(argv: &[&str]) -> (Args, Vec<Problem>) {
         Args::parse(argv)
@@ -715,27 +544,6 @@ mod tests {
     }
 
     #[test]
-    fn exchange_policy() {
-        use token_core::exchange::Mode;
-        let (a, p) = parse(&[
-            "exchange=required",
-            "exchange_audience=https://a.example, https://b.example",
-            "exchange_scope=read write",
-            "exchange_max_lifetime=3600",
-        ]);
-        assert!(p.is_empty(), "{p:?}");
-        assert_eq!(a.exchange.mode, Mode::Required);
-        assert_eq!(
-            a.exchange.audiences,
-            ["https://a.example", "https://b.example"]
-        );
-        assert_eq!(a.exchange.scopes, ["read", "write"]);
-        assert_eq!(a.exchange.max_lifetime, Some(Duration::from_secs(3600)));
-        assert_eq!(parse(&[]).0.exchange.mode, Mode::Off);
-        assert_eq!(parse(&["exchange_scope=a,b"]).0.exchange.scopes, ["a", "b"]);
-    }
-
-    #[test]
     fn broken_security_settings_fail_closed() {
         for bad in [
             "exchange=maybe",
@@ -755,45 +563,6 @@ mod tests {
             assert_eq!(p.len(), 1, "{bad}: {p:?}");
             let m = a.misconfigured.unwrap_or_default();
             assert!(m.contains("misconfigured"), "{bad}: {m}");
-        }
-    }
-
-    #[test]
-    fn plugstack_spelling() {
-        let r = SiteAccountRef::parse("qpu-ci:/etc/qlam/m2m/qpu-ci.json:qpu,admins").unwrap();
-        assert_eq!(r.name, "qpu-ci");
-        assert_eq!(r.file, Path::new("/etc/qlam/m2m/qpu-ci.json"));
-        assert_eq!(r.public_groups, Some(vec!["qpu".into(), "admins".into()]));
-        assert_eq!(
-            SiteAccountRef::parse("a:/x.json").unwrap().public_groups,
-            None
-        );
-        for bad in [
-            "a",
-            "a:rel.json",
-            "../a:/x.json",
-            "a:/x.json:",
-            "a:/x.json:bad group",
-        ] {
-            assert!(SiteAccountRef::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    /// Security review item 6 (the plugstack half; the membership half is in `hooks/site.rs`):
-    /// both spellings, a group name of digits and `gid:N`, are accepted in plugstack.conf.
-    #[test]
-    fn a_bare_number_is_a_group_name_not_a_gid() {
-        let r = SiteAccountRef::parse("a:/x.json:2024,gid:2024").unwrap();
-        assert_eq!(
-            r.public_groups,
-            Some(vec!["2024".into(), "gid:2024".into()])
-        );
-        for bad in [
-            "a:/x.json:gid:",
-            "a:/x.json:gid:x1",
-            "a:/x.json:gid:99999999999",
-        ] {
-            assert!(SiteAccountRef::parse(bad).is_err(), "{bad}");
         }
     }
 }

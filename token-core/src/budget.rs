@@ -23,8 +23,9 @@
 use crate::config::{GrantType, ProviderConfig};
 use crate::fsutil::{self, Policy};
 use crate::http::{HttpClient, HttpResponse, SharedHttp};
-use crate::oauth::{OAuthClient, TokenResponse};
+use crate::oauth::OAuthClient;
 use crate::settings::BudgetPolicy;
+use crate::store::TokenSet;
 use crate::time::Timestamp;
 use crate::{Error, Result};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -276,11 +277,7 @@ impl HttpClient for Counting {
 /// The machine token of `oauth`'s provider, charged to its budget in `dir` (the credentials
 /// directory). Call with the credentials lock held. Grants other than client credentials are
 /// not metered.
-pub fn machine_token(
-    oauth: OAuthClient,
-    dir: &Path,
-    policy: BudgetPolicy,
-) -> Result<TokenResponse> {
+pub fn machine_token(oauth: OAuthClient, dir: &Path, policy: BudgetPolicy) -> Result<TokenSet> {
     let provider: ProviderConfig = oauth.provider().clone();
     if provider.grant_type != GrantType::ClientCredentials {
         return oauth.machine_token();

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::{Broker, ObtainOptions, Obtained};
 use crate::fsutil::{self, Policy as FilePolicy};
-use crate::oauth::TokenResponse;
 use crate::secret::Secret;
+use crate::store::TokenSet;
 use crate::time::Timestamp;
 use crate::{Error, Result};
 
@@ -168,7 +168,7 @@ pub struct Exchanged {
 
 impl Exchanged {
     /// From a token response to `req`.
-    pub fn from_response(res: TokenResponse, req: &Request) -> Self {
+    pub fn from_response(res: TokenSet, req: &Request) -> Self {
         Exchanged {
             token: res.access_token,
             lifetime: res

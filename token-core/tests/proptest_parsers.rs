@@ -396,7 +396,7 @@ proptest! {
     #[test]
     fn accepted_token_responses_can_be_stored(res in http_response()) {
         if let Ok(r) = parse_token_response("https://idp/token", &res) {
-            let t = r.into_token_set(None, Timestamp::now());
+            let t = r.rotated_from(None);
             let bytes = render_credentials("lab", &t, Timestamp::now()).unwrap();
             prop_assert!(parse_credentials(Path::new("x"), &bytes).is_ok(),
                 "expires_in {:?} gives an unreadable file", t.expires_in);
@@ -413,7 +413,7 @@ proptest! {
     ) {
         let body = json!({"access_token": "a", "refresh_token": "r", "expires_in": ei});
         let res = HttpResponse { status: 200, content_type: Some("application/json".into()), date: None, retry_after: None, body: body.to_string().into_bytes() };
-        let t = parse_token_response("u", &res).unwrap().into_token_set(None, Timestamp::now());
+        let t = parse_token_response("u", &res).unwrap().rotated_from(None);
         let bytes = render_credentials("lab", &t, Timestamp::now()).unwrap();
         let back = parse_credentials(Path::new("x"), &bytes);
         prop_assert!(back.is_ok(), "expires_in {:?} was accepted, but the file written for it cannot be read: {:?}", t.expires_in, back.err());

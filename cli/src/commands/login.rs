@@ -9,8 +9,9 @@ use crate::exit::{self, Failure};
 use crate::ui::{self, Interrupt, Spinner};
 use std::time::{Duration, Instant};
 use token_core::config::GrantType;
+use token_core::oauth::OAuthClient;
 use token_core::oauth::device::{DeviceAuthorization, DeviceObserver};
-use token_core::oauth::{OAuthClient, TokenResponse};
+use token_core::store::TokenSet;
 
 /// How long a browser login may take.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(300);
@@ -158,7 +159,7 @@ fn device_login(
     oauth: &OAuthClient,
     interrupt: &Interrupt,
     qr: bool,
-) -> Result<TokenResponse, Failure> {
+) -> Result<TokenSet, Failure> {
     let auth = oauth.start_device()?;
     if interrupt.is_set() {
         return Err(Failure::Interrupted);
@@ -261,7 +262,7 @@ fn browser_login(
     oauth: &OAuthClient,
     interrupt: &Interrupt,
     headless: bool,
-) -> Result<TokenResponse, Failure> {
+) -> Result<TokenSet, Failure> {
     let req = oauth.start_authorization()?;
     if interrupt.is_set() {
         return Err(Failure::Interrupted);
@@ -311,7 +312,7 @@ fn subject_from_userinfo(
         .find_map(|k| claims.get(*k).and_then(|v| v.as_str()).map(str::to_owned))
 }
 
-fn finish(sel: &Selected, response: TokenResponse) -> Result<(), Failure> {
+fn finish(sel: &Selected, response: TokenSet) -> Result<(), Failure> {
     let subject = subject_of(response.id_token.as_ref(), &response.access_token)
         .or_else(|| subject_from_userinfo(sel, &response.access_token));
     let has_refresh = response.refresh_token.is_some();

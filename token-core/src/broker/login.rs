@@ -2,8 +2,8 @@
 //! interactive login, logout.
 
 use super::{Broker, LoginSummary, LogoutOutcome, Revocation, subject_of};
-use crate::oauth::TokenResponse;
 use crate::store::Stored;
+use crate::store::TokenSet;
 use crate::time::Timestamp;
 use crate::{Error, Result};
 use std::path::PathBuf;
@@ -58,12 +58,12 @@ impl Broker {
     }
 
     /// Stores the result of an interactive login, under the lock.
-    pub fn save_login(&self, response: TokenResponse) -> Result<PathBuf> {
+    pub fn save_login(&self, response: TokenSet) -> Result<PathBuf> {
         let key = self.provider.cache_key();
         let _lock = self
             .store
             .lock(&key, Duration::from_secs(30), &mut |_| {})?;
-        let tokens = response.into_token_set(None, Timestamp::now());
+        let tokens = response.rotated_from(None);
         self.store.save(&key, &self.provider.context, &tokens)
     }
 

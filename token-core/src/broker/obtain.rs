@@ -2,7 +2,6 @@
 //! re-read after `invalid_grant`.
 
 use super::{Broker, ObtainOptions, Obtained, Source, subject_of};
-use crate::oauth::TokenResponse;
 use crate::secret::Secret;
 use crate::store::{SaveOutcome, Stored, TokenSet};
 use crate::time::Timestamp;
@@ -150,7 +149,7 @@ impl Broker {
     fn renew(&self, current: Option<&Stored>, depth: u8) -> Result<TokenSet> {
         let key = self.provider.cache_key();
         let oauth = self.oauth()?;
-        let response: TokenResponse = if self.provider.grant_type.is_user_flow() {
+        let response: TokenSet = if self.provider.grant_type.is_user_flow() {
             let s = current.ok_or_else(|| self.not_logged_in())?;
             let rt = s
                 .tokens
@@ -176,7 +175,7 @@ impl Broker {
             crate::budget::machine_token(oauth, self.store.dir(), budget)?
         };
         crate::faultpoint::hit("broker.after_response");
-        let tokens = response.into_token_set(current.map(|s| &s.tokens), Timestamp::now());
+        let tokens = response.rotated_from(current.map(|s| &s.tokens));
         let expected = current.and_then(|s| s.file_id);
         match self
             .store

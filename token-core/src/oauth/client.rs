@@ -5,12 +5,13 @@
 use super::discovery::Discovery;
 use super::error::{OAuthErrorCode, oauth_error};
 use super::percent_encode;
-use super::response::{TokenResponse, parse_token_response};
+use super::response::parse_token_response;
 use super::retry::{may_retry, retry_wait, spends_what_it_sends};
 use crate::assertion::{ASSERTION_TYPE, SigningKey};
 use crate::config::{EnvSnapshot, ProviderConfig, SecretSource};
 use crate::http::{HttpResponse, SharedHttp};
 use crate::secret::Secret;
+use crate::store::TokenSet;
 use crate::time::Timestamp;
 use crate::{Error, Result};
 use base64::Engine;
@@ -313,7 +314,7 @@ impl OAuthClient {
     }
 
     /// POSTs a token request and parses the answer.
-    pub(super) fn token_request(&self, form: Vec<(&str, String)>) -> Result<TokenResponse> {
+    pub(super) fn token_request(&self, form: Vec<(&str, String)>) -> Result<TokenSet> {
         let d = self.discovery()?;
         let res = self.post_authenticated(&d.token_endpoint, &d, form)?;
         parse_token_response(&d.token_endpoint, &res)

@@ -3,8 +3,9 @@
 use super::error::{OAuthErrorCode, oauth_error};
 use super::json::{Misfit, decode};
 use super::response::DeviceWire;
-use super::{OAuthClient, TokenResponse, parse_token_response};
+use super::{OAuthClient, parse_token_response};
 use crate::secret::Secret;
+use crate::store::TokenSet;
 use crate::{Error, Result};
 use std::time::{Duration, Instant};
 
@@ -96,7 +97,7 @@ impl OAuthClient {
         &self,
         auth: &DeviceAuthorization,
         observer: &mut dyn DeviceObserver,
-    ) -> Result<TokenResponse> {
+    ) -> Result<TokenSet> {
         let d = self.discovery()?;
         let start = Instant::now();
         let mut interval = auth.interval;

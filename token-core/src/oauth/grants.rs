@@ -4,16 +4,16 @@
 use super::client::OAuthClient;
 use super::error::oauth_error;
 use super::json::json_object;
-use super::response::TokenResponse;
 use crate::config::GrantType;
 use crate::secret::Secret;
+use crate::store::TokenSet;
 use crate::{Error, Result};
 use serde_json::Value;
 
 impl OAuthClient {
     /// Refresh-token grant. With rotation the answer carries a new refresh token and the one sent
     /// is spent: persist the answer before anything else.
-    pub fn refresh(&self, refresh_token: &Secret) -> Result<TokenResponse> {
+    pub fn refresh(&self, refresh_token: &Secret) -> Result<TokenSet> {
         let mut form = vec![
             ("grant_type", "refresh_token".to_owned()),
             ("refresh_token", refresh_token.expose().to_owned()),
@@ -25,7 +25,7 @@ impl OAuthClient {
     }
 
     /// Client-credentials grant.
-    pub fn client_credentials(&self) -> Result<TokenResponse> {
+    pub fn client_credentials(&self) -> Result<TokenSet> {
         let mut form = vec![("grant_type", "client_credentials".to_owned())];
         self.audience_form(&mut form);
         if let Some(s) = &self.provider.scope {
@@ -39,7 +39,7 @@ impl OAuthClient {
         &self,
         subject_token: &Secret,
         subject_token_type: &str,
-    ) -> Result<TokenResponse> {
+    ) -> Result<TokenSet> {
         let mut form = vec![
             (
                 "grant_type",
@@ -62,7 +62,7 @@ impl OAuthClient {
         &self,
         subject: &Secret,
         req: &crate::exchange::Request,
-    ) -> Result<TokenResponse> {
+    ) -> Result<TokenSet> {
         use crate::exchange::{ACCESS_TOKEN_TYPE, GRANT_TYPE};
         let mut form = vec![
             ("grant_type", GRANT_TYPE.to_owned()),
@@ -84,7 +84,7 @@ impl OAuthClient {
     }
 
     /// The token for a non-interactive grant (client credentials, token exchange).
-    pub fn machine_token(&self) -> Result<TokenResponse> {
+    pub fn machine_token(&self) -> Result<TokenSet> {
         match self.provider.grant_type {
             GrantType::ClientCredentials => self.client_credentials(),
             GrantType::TokenExchange => {

@@ -34,4 +34,4 @@ pub use client::{
 pub use discovery::Discovery;
 pub use error::OAuthErrorCode;
 pub use form::{percent_decode, percent_encode};
-pub use response::{MAX_EXPIRES_IN, TokenResponse, parse_token_response};
+pub use response::{MAX_EXPIRES_IN, parse_token_response};

@@ -1,7 +1,8 @@
 //! Authorization code + PKCE (RFC 7636, S256) with a loopback redirect (RFC 8252 §7.3).
 
-use super::{OAuthClient, TokenResponse, percent_decode, percent_encode};
+use super::{OAuthClient, percent_decode, percent_encode};
 use crate::secret::Secret;
+use crate::store::TokenSet;
 use crate::{Error, Result};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -101,7 +102,7 @@ impl OAuthClient {
         req: AuthorizationRequest,
         timeout: Duration,
         cancelled: &mut dyn FnMut() -> bool,
-    ) -> Result<TokenResponse> {
+    ) -> Result<TokenSet> {
         req.listener
             .set_nonblocking(true)
             .map_err(|e| Error::Aborted {

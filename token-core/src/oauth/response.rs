@@ -2,7 +2,8 @@
 //! device authorization response (RFC 8628 §3.2), the discovery document (OpenID Connect
 //! Discovery §3) and the error response (RFC 6749 §5.2).
 //!
-//! The wire models are private to `oauth`; [`TokenResponse`] is what the grants return. The
+//! The wire models are private to `oauth`; the grants return the store's [`TokenSet`] (one
+//! token-set type: what the IdP answered, stamped with when the answer arrived). The
 //! quirks of real IdPs are each handled in one `deserialize_with` of `super::json`: `expires_in`
 //! as a number or a string, `scope` as a space-separated string or a JSON list. Secrets go
 //! straight into [`Secret`]. A misfit names the field and what it must be, never the value.
@@ -16,45 +17,6 @@ use crate::store::TokenSet;
 use crate::time::Timestamp;
 use serde::Deserialize;
 use std::borrow::Cow;
-
-/// A successful token response.
-#[derive(Debug, Clone)]
-pub struct TokenResponse {
-    /// The access token.
-    pub access_token: Secret,
-    /// Token type (`Bearer`).
-    pub token_type: String,
-    /// Lifetime in seconds.
-    pub expires_in: Option<i64>,
-    /// A (new) refresh token.
-    pub refresh_token: Option<Secret>,
-    /// An ID token.
-    pub id_token: Option<Secret>,
-    /// Granted scope.
-    pub scope: Option<String>,
-}
-
-impl TokenResponse {
-    /// Builds what the store keeps. With rotation the new refresh token replaces the old one; a
-    /// response without one keeps the previous refresh token (and ID token and scope).
-    pub fn into_token_set(self, previous: Option<&TokenSet>, now: Timestamp) -> TokenSet {
-        TokenSet {
-            access_token: self.access_token,
-            token_type: self.token_type,
-            expires_in: self.expires_in,
-            refresh_token: self
-                .refresh_token
-                .or_else(|| previous.and_then(|p| p.refresh_token.clone())),
-            id_token: self
-                .id_token
-                .or_else(|| previous.and_then(|p| p.id_token.clone())),
-            scope: self
-                .scope
-                .or_else(|| previous.and_then(|p| p.scope.clone())),
-            created_at: now,
-        }
-    }
-}
 
 /// The token response on the wire (RFC 6749 §5.1). Unknown fields are ignored.
 #[derive(Deserialize)]
@@ -119,7 +81,8 @@ pub(super) struct DeviceWire {
 pub const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
 
 /// Parses a token endpoint answer (RFC 6749 §5.1/§5.2).
-pub fn parse_token_response(url: &str, res: &HttpResponse) -> Result<TokenResponse> {
+/// `created_at` is now: the moment the answer arrived.
+pub fn parse_token_response(url: &str, res: &HttpResponse) -> Result<TokenSet> {
     if res.status != 200 {
         return Err(oauth_error(url, res));
     }
@@ -128,7 +91,7 @@ pub fn parse_token_response(url: &str, res: &HttpResponse) -> Result<TokenRespon
     let access_token = wire
         .access_token
         .ok_or_else(|| Misfit::Missing("access_token").into_error(url, res, what))?;
-    Ok(TokenResponse {
+    Ok(TokenSet {
         access_token,
         token_type: wire.token_type.unwrap_or_else(|| "Bearer".to_owned()),
         // Ten years at most: an expiry past year 9999 could not be written as a timestamp that
@@ -137,6 +100,7 @@ pub fn parse_token_response(url: &str, res: &HttpResponse) -> Result<TokenRespon
         refresh_token: wire.refresh_token,
         id_token: wire.id_token,
         scope: wire.scope,
+        created_at: Timestamp::now(),
     })
 }
 
@@ -217,38 +181,41 @@ mod tests {
 
     #[test]
     fn rotation_keeps_old_refresh_token_when_none_is_returned() {
-        let prev = TokenResponse {
+        let prev = TokenSet {
             access_token: Secret::new("a1"),
             token_type: "Bearer".into(),
             expires_in: Some(60),
             refresh_token: Some(Secret::new("r1")),
             id_token: Some(Secret::new("i1")),
             scope: None,
+            created_at: Timestamp::now(),
         }
-        .into_token_set(None, Timestamp::now());
-        let next = TokenResponse {
+        .rotated_from(None);
+        let next = TokenSet {
             access_token: Secret::new("a2"),
             token_type: "Bearer".into(),
             expires_in: Some(60),
             refresh_token: None,
             id_token: None,
             scope: None,
+            created_at: Timestamp::now(),
         }
-        .into_token_set(Some(&prev), Timestamp::now());
+        .rotated_from(Some(&prev));
         assert_eq!(next.refresh_token, Some(Secret::new("r1")));
-        let rotated = TokenResponse {
+        let rotated = TokenSet {
             access_token: Secret::new("a3"),
             token_type: "Bearer".into(),
             expires_in: None,
             refresh_token: Some(Secret::new("r2")),
             id_token: None,
             scope: None,
+            created_at: Timestamp::now(),
         }
-        .into_token_set(Some(&next), Timestamp::now());
+        .rotated_from(Some(&next));
         assert_eq!(rotated.refresh_token, Some(Secret::new("r2")));
     }
 
-    fn ok(body: &str) -> Result<TokenResponse> {
+    fn ok(body: &str) -> Result<TokenSet> {
         parse_token_response("u", &res(200, "application/json", body))
     }
 

@@ -24,6 +24,24 @@ pub struct TokenSet {
 }
 
 impl TokenSet {
+    /// This (new) answer as the store keeps it. With rotation the new refresh token replaces
+    /// the old one; an answer without one keeps the previous refresh token (and ID token and
+    /// scope).
+    pub fn rotated_from(self, previous: Option<&TokenSet>) -> TokenSet {
+        TokenSet {
+            refresh_token: self
+                .refresh_token
+                .or_else(|| previous.and_then(|p| p.refresh_token.clone())),
+            id_token: self
+                .id_token
+                .or_else(|| previous.and_then(|p| p.id_token.clone())),
+            scope: self
+                .scope
+                .or_else(|| previous.and_then(|p| p.scope.clone())),
+            ..self
+        }
+    }
+
     /// Expiry of the access token by QLAM Core's rule (`created_at` truncated to the minute, plus
     /// `expires_in`): what the file's `expires_at` says. `None` = unknown. Our own decisions use
     /// [`TokenSet::exact_expires_at`] instead: this rule can make a short-lived token look expired

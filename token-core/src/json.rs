@@ -73,6 +73,14 @@ fn describe(e: &serde_path_to_error::Error<serde_json::Error>, base: &str) -> Re
     {
         return refusal(join(f), "is missing");
     }
+    // Only a field the model names can be repeated: its name is ours, not the input's.
+    if let Some(f) = text
+        .strip_prefix("duplicate field `")
+        .and_then(|r| r.split('`').next())
+    {
+        let path = if below == "." { join(f) } else { at };
+        return refusal(path, "must be given once");
+    }
     // `deny_unknown_fields`: the path already ends with the key (structure, not a value).
     if text.starts_with("unknown field `") {
         return refusal(at, "is not a known field");
@@ -84,7 +92,9 @@ fn describe(e: &serde_path_to_error::Error<serde_json::Error>, base: &str) -> Re
     let message = match expected {
         Some(x) if x.starts_with("struct ") || x == "a map" => "must be an object".to_owned(),
         Some("a sequence") => "must be a list".to_owned(),
-        Some(x) if !x.contains('`') => format!("must be {x}"),
+        // What a visitor expects holds no value; keep it only if it has no quotes, to be sure
+        // (an unknown variant's list of expected ones has).
+        Some(x) if !x.contains(['`', '"', '\'']) => format!("must be {x}"),
         _ => "has a value of the wrong form".to_owned(),
     };
     Refusal {
@@ -156,6 +166,11 @@ mod tests {
         assert_eq!(
             (e.path.as_str(), e.message.as_str()),
             ("colour", "is not a known field")
+        );
+        let e = from_slice::<Strict>(br#"{"name": "a", "name": "b"}"#).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("name", "must be given once")
         );
         let e = from_slice::<Doc>(b"{\"items\": []} trailing").unwrap_err();
         assert!(e.syntax && e.message.contains("not valid JSON"), "{e:?}");

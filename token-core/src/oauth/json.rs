@@ -18,12 +18,13 @@ pub(super) enum Misfit {
     NotObject,
     /// A required field is absent (or empty).
     Missing(&'static str),
-    /// `field` has the wrong form; `expected` says what it must be.
+    /// `field` does not fit: `problem` says how (`crate::json`'s message, e.g. "must be a
+    /// string").
     Wrong {
         /// The JSON path of the field.
         field: String,
-        /// What it must be, e.g. "a string".
-        expected: String,
+        /// What is wrong with it, e.g. "must be a string".
+        problem: String,
     },
 }
 
@@ -34,7 +35,7 @@ impl Misfit {
             Misfit::NotJson => format!("{what} is not JSON"),
             Misfit::NotObject => format!("{what} is not a JSON object"),
             Misfit::Missing(f) => format!("no {f} in {what}"),
-            Misfit::Wrong { field, expected } => format!("{field} in {what} must be {expected}"),
+            Misfit::Wrong { field, problem } => format!("{field} in {what} {problem}"),
         }
     }
 
@@ -45,10 +46,9 @@ impl Misfit {
     }
 }
 
-/// Parses `body` as a `T`. On failure, says which field is at fault and what it must be, never
-/// what it holds: serde's own text quotes the value, so only its "expected" part is kept.
+/// Parses `body` as a `T` through [`crate::json`], which names the field at fault and never
+/// what it holds. Only a JSON object is an answer (a derived struct also reads a list).
 pub(super) fn decode<T: DeserializeOwned>(body: &[u8]) -> std::result::Result<T, Misfit> {
-    // A derived struct also reads a JSON list (field by field): only an object is an answer.
     if body.trim_ascii_start().first() != Some(&b'{') {
         return Err(
             match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
@@ -57,45 +57,14 @@ pub(super) fn decode<T: DeserializeOwned>(body: &[u8]) -> std::result::Result<T,
             },
         );
     }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    let v = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let inner = e.inner();
-        if !inner.is_data() {
-            return Misfit::NotJson;
-        }
-        let path = e.path().to_string();
-        let text = inner.to_string();
-        let text = text.split(" at line ").next().unwrap_or("");
-        let expected = text.rsplit_once(", expected ").map(|(_, x)| x);
-        // Only a field we model can be repeated or misfit: its name is ours, not the IdP's.
-        if let Some(f) = text
-            .strip_prefix("duplicate field `")
-            .and_then(|r| r.split('`').next())
-        {
-            return Misfit::Wrong {
-                field: if path == "." { f.to_owned() } else { path },
-                expected: "given once".to_owned(),
-            };
-        }
-        if path == "." {
-            return Misfit::NotObject;
-        }
-        let expected = match expected {
-            Some(x) if x.starts_with("struct ") || x == "a map" => "an object".to_owned(),
-            Some("a sequence") => "a list".to_owned(),
-            // What a visitor expects holds no value; keep it only if it has no quotes, to be
-            // sure (an unknown variant's list of expected ones has).
-            Some(x) if !x.contains(['`', '"', '\'']) => x.to_owned(),
-            _ => "of another form".to_owned(),
-        };
-        Misfit::Wrong {
-            field: path,
-            expected,
-        }
-    })?;
-    // Trailing characters are a syntax error, as serde_json::from_slice reports them.
-    de.end().map_err(|_| Misfit::NotJson)?;
-    Ok(v)
+    crate::json::from_slice(body).map_err(|r| match r {
+        r if r.syntax => Misfit::NotJson,
+        r if r.path.is_empty() => Misfit::NotObject,
+        r => Misfit::Wrong {
+            field: r.path,
+            problem: r.message,
+        },
+    })
 }
 
 /// A JSON object whose fields are open-ended (userinfo claims).

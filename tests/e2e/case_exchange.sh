@@ -145,7 +145,7 @@ if id=$(printf '#!/bin/bash\necho script-ran\n' | x_submit $u x3r ""); then
     assert_contains "$out" "token exchange is required on this cluster" "the job's output says why"
     assert_contains "$out" "unsupported_grant_type" "the job's output names the IdP's answer"
     assert_not_contains "$out" "script-ran" "the script did not run"
-    assert_eq idle "$(sinfo -h -N -o %T | head -n 1)" "node state"
+    assert_eq idle "$(settled_node_state)" "node state"
 else
     t_fail "sbatch failed for $u"
 fi

@@ -110,7 +110,7 @@ if id4=$(printf '#!/bin/bash\necho ran\n' | m2m_submit qa1 m4); then
     assert_contains "$(cat "$(user_home qa1)"/e2e/m4-"$id4"_*.out "$(user_home qa1)"/e2e/m4-"$id4"*.out 2>/dev/null)" \
         "not allowed to use the site service account" "the job's output says why"
     assert_eq 0 "$(($(m2m_requests) - cc0))" "no token request for a refused job"
-    assert_eq idle "$(sinfo -h -N -o %T | head -n 1)" "node state"
+    assert_eq idle "$(settled_node_state)" "node state"
 else
     t_fail "sbatch refused although no public group list is configured"
 fi

@@ -170,7 +170,7 @@ if t_ok; then
     [ "$gone" = yes ] || indent "$(ps -u qa9 -o pid,etimes,args 2>&1; ls -la "$TOKEN_DIR/$id_r3" 2>&1)"
     st=$(wait_job "$id_r3" 30 || true)
     assert_contains "$st" "CANCELLED" "job $id_r3 state"
-    assert_eq idle "$(sinfo -h -N -o %T | sort -u | tr '\n' ' ' | xargs)" "node state"
+    assert_eq idle "$(settled_node_state)" "node state"
     t_pass
 
     # --- r4: the login revoked in the middle ----------------------------------------------------
@@ -191,7 +191,7 @@ jq -c "{state, failures, last_error}" "$QLAM_TOKEN_STATUS_FILE"
     assert_contains "$out" "qlam-auth login" "the status file says how to fix it"
     assert_contains "$(slurmd_log)" "job=$id_r4 step=batch: renewal of the token file is failing" \
         "slurmd's log has the reason"
-    assert_eq idle "$(sinfo -h -N -o %T | sort -u | tr '\n' ' ' | xargs)" "node state (not drained)"
+    assert_eq idle "$(settled_node_state)" "node state (not drained)"
     t_pass
     # --- r5: the IdP down in the middle, and back ------------------------------------------------
     t_begin "r5: the IdP fails mid-job and comes back: the job runs on, the status file says retrying, then ok again"
@@ -214,7 +214,7 @@ echo "userinfo=$(curl -s -o /dev/null -w "%{http_code}" --cacert '"$CA"' --max-t
     assert_contains "$out" '"state":"retrying"' "the status file said the renewal was failing"
     assert_contains "$(tail -n 2 <<<"$out" | head -n 1)" '"state":"ok"' "then ok again: renewal resumed"
     assert_contains "$out" "userinfo=200" "the token file works after the IdP came back"
-    assert_eq idle "$(sinfo -h -N -o %T | sort -u | tr '\n' ' ' | xargs)" "node state"
+    assert_eq idle "$(settled_node_state)" "node state"
     r_control "$R_ISSUER_B" fault '{"mode":"status500","count":0}' || true
     t_pass
 

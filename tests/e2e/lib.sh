@@ -114,11 +114,17 @@ start_idp() { # STATE IDP_USERS
     return 1
 }
 
-# The node's state once it is idle, or what it still is after 10 s (a bound, not a wait).
+# The nodes' states (one word per distinct state) once they are idle, or what they still are
+# after 10 s (a bound, not a wait). `planned` counts as idle: since 22.05 Slurm marks an idle node
+# the backfill scheduler has set aside for a pending job so (it is neither drained nor down,
+# which is what the tests check).
+node_states() {
+    sinfo -h -N -o %T | sed 's/^planned$/idle/' | sort -u | tr '\n' ' ' | xargs
+}
 settled_node_state() {
     local node= i
     for ((i = 0; i < 50; i++)); do
-        node=$(sinfo -h -N -o %T | head -n 1)
+        node=$(node_states)
         [ "$node" = idle ] && break
         sleep 0.2
     done

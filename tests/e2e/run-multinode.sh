@@ -116,7 +116,7 @@ leftovers() { # USER JOBID...
     done
     for j in "$@"; do [ -e "$TOKEN_DIR/$j" ] && left+="host:$TOKEN_DIR/$j "; done
     pgrep -u "$u" >/dev/null && left+="processes of $u: $(pgrep -u "$u" -a | tr '\n' ';') "
-    left+=$(sinfo -h -N -o '%N %T' | sort -u | awk '$2 != "idle" {printf "%s is %s ", $1, $2}')
+    left+=$(sinfo -h -N -o '%N %T' | sort -u | awk '$2 != "idle" && $2 != "planned" {printf "%s is %s ", $1, $2}')
     echo "$left"
 }
 # Bounded wait (CLEAN_SECS) until nothing of the jobs is left on any node; assert it.

@@ -462,7 +462,7 @@ for mode in hang status500 garbage; do
         out=$(job_out $u "l-$mode" "$id_l")
         assert_contains "$out" "identity provider" "$mode: the job's output says what failed"
         assert_not_contains "$out" "should-not-run" "$mode: the job script did not run without a token"
-        assert_eq idle "$(sinfo -h -N -o %T | head -n 1)" "$mode: node state"
+        assert_eq idle "$(settled_node_state)" "$mode: node state"
         echo "  $mode: job $id_l $state after $took s"
     else
         t_fail "sbatch failed for $u"

@@ -100,6 +100,29 @@ pub(super) fn nonempty<'de, D: Deserializer<'de>>(
     Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
 }
 
+/// A visitor of a field that may be `null`: `null` is none (the default value), any other value
+/// goes to the inner visitor, whose `expecting` names what the field must be.
+struct Nullable<V>(V);
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for Nullable<V>
+where
+    V::Value: Default,
+{
+    type Value = V::Value;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        self.0.expecting(f)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+        Ok(V::Value::default())
+    }
+    fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+        Ok(V::Value::default())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_any(self.0)
+    }
+}
+
 /// `deserialize_with` for a lifetime in seconds (`expires_in`, `interval`): a number (a
 /// fraction is cut off) or, as some IdPs send it, a string of digits. A negative number, or a
 /// string that is no number, is none (the lifetime is unknown), as it always was.
@@ -125,20 +148,8 @@ pub(super) fn seconds<'de, D: Deserializer<'de>>(
         fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
             Ok(v.trim().parse::<i64>().ok().filter(|v| *v >= 0))
         }
-        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(
-            self,
-            d: D,
-        ) -> std::result::Result<Self::Value, D::Error> {
-            d.deserialize_any(Seconds)
-        }
     }
-    d.deserialize_option(Seconds)
+    d.deserialize_option(Nullable(Seconds))
 }
 
 /// `deserialize_with` for `scope`: RFC 6749 §3.3's space-separated string, or the JSON list of
@@ -165,18 +176,6 @@ pub(super) fn scope<'de, D: Deserializer<'de>>(
             }
             Ok(Some(words.join(" ")))
         }
-        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(
-            self,
-            d: D,
-        ) -> std::result::Result<Self::Value, D::Error> {
-            d.deserialize_any(Scope)
-        }
     }
-    d.deserialize_option(Scope)
+    d.deserialize_option(Nullable(Scope))
 }

@@ -32,15 +32,12 @@ pub const DEFAULT_SQUEUE: [&str; 3] = [
     "/opt/slurm/bin/squeue",
 ];
 
-/// The `squeue` to run: plugstack `squeue=PATH`, or the first of [`DEFAULT_SQUEUE`] that exists.
-pub fn squeue_path(configured: Option<&Path>) -> Option<PathBuf> {
-    match configured {
-        Some(p) => Some(p.to_path_buf()),
-        None => DEFAULT_SQUEUE
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file()),
-    }
+/// The `squeue` to run when none is configured: the first of [`DEFAULT_SQUEUE`] that exists.
+pub fn default_squeue() -> Option<PathBuf> {
+    DEFAULT_SQUEUE
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
 }
 
 /// Why the end time could not be learned from Slurm.

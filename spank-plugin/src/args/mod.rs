@@ -356,6 +356,16 @@ impl Args {
         self.site_accounts.iter().find(|a| a.name == name)
     }
 
+    /// The `squeue` that tells the job's end (`squeue=`), if any: the configured one, the first
+    /// default that exists, or none with `squeue=off`.
+    pub fn squeue_path(&self) -> Option<PathBuf> {
+        match &self.squeue {
+            Squeue::Off => None,
+            Squeue::Path(p) => Some(p.clone()),
+            Squeue::Auto => slurm_jobinfo::default_squeue(),
+        }
+    }
+
     /// The time one hook may wait for the store lock: `lock_timeout`, or half of `timeout`.
     pub fn lock_timeout(&self) -> Duration {
         self.lock_timeout

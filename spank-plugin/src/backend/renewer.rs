@@ -37,12 +37,7 @@ pub fn renewer_args(spec: &RenewerSpec, args: &Args) -> Vec<OsString> {
     if let Some(e) = spec.end_time {
         v.extend(["--end-time".into(), e.to_string().into()]);
     }
-    let squeue = match &args.squeue {
-        crate::args::Squeue::Off => None,
-        crate::args::Squeue::Path(p) => Some(p.clone()),
-        crate::args::Squeue::Auto => slurm_jobinfo::squeue_path(None),
-    };
-    if let Some(q) = squeue {
+    if let Some(q) = args.squeue_path() {
         v.extend(["--squeue".into(), q.into()]);
     }
     if let Some(ca) = &args.ca_bundle {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::env::{self, CONFIG_ENV};
 use super::{Backend, Host, Level, RenewerSpec, Requested, Uid, step_name};
-use crate::args::{Args, Squeue};
+use crate::args::Args;
 use crate::backend::ExchangeRequest;
 
 /// Environment variable naming the renewer's status file (beside the token file).
@@ -108,11 +108,7 @@ pub fn needed_validity(host: &dyn Host, args: &Args) -> Args {
 /// a user can choose moves their own job's token lifetime only within the site's
 /// `exchange_max_lifetime`, which is why slurmctld is asked first).
 pub fn job_end(host: &dyn Host, args: &Args) -> Option<u64> {
-    let from_slurm = match &args.squeue {
-        Squeue::Off => None,
-        Squeue::Path(p) => host.job_end_from_slurm(p),
-        Squeue::Auto => slurm_jobinfo::squeue_path(None).and_then(|p| host.job_end_from_slurm(&p)),
-    };
+    let from_slurm = args.squeue_path().and_then(|p| host.job_end_from_slurm(&p));
     from_slurm.or_else(|| {
         env::get(host, env::JOB_END_TIME)
             .and_then(|v| v.trim().parse::<u64>().ok())

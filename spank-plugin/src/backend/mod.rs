@@ -23,6 +23,19 @@ pub use token_core::exchange::{Exchanged, Mode as ExchangeMode, Request as Excha
 pub use token_core::secret::Secret;
 
 mod renewer;
+
+/// A variable of the daemon's own environment (slurmstepd's, root's), never the job's: read only
+/// for what only the site may set (`QLAM_AUTH_ALLOW_HTTP_LOOPBACK`, the budget overrides,
+/// `SSL_CERT_FILE`, and `SLURM_CONF` for `squeue`). The hooks never read it (see
+/// [`crate::hooks::env`]).
+pub fn daemon_var(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name)
+}
+
+/// [`daemon_var`] as text (a value that is not UTF-8 is none).
+pub fn daemon_env(name: &str) -> Option<String> {
+    daemon_var(name).and_then(|v| v.into_string().ok())
+}
 pub mod site_account;
 mod tokencore;
 

@@ -17,14 +17,10 @@ use super::renewer::{RENEWER_STOP_WAIT, renewer_args, status_of, stop_renewers};
 use super::site_account::{SiteAccount, cache_paths};
 use super::{
     Backend, BackendError, Delivery, Exchange, Exchanged, JobTokens, RenewerSpec, Request,
+    daemon_env, daemon_var,
 };
 use crate::args::{Args, SiteAccountRef};
 use crate::users::{Gid, Uid};
-
-/// The daemon's own environment (slurmstepd's), for the settings only the site may make.
-fn daemon_env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
-}
 
 /// The production [`Backend`].
 #[derive(Debug, Default, Clone, Copy)]
@@ -87,7 +83,7 @@ pub fn http_settings(args: &Args) -> HttpSettings {
         allowed_issuers: args.issuers.clone(),
         ssl_cert_file: None,
     }
-    .with_env(&|k| std::env::var_os(k))
+    .with_env(&daemon_var)
 }
 
 impl Backend for TokenCore {
@@ -255,7 +251,7 @@ impl Backend for TokenCore {
         ];
         env.extend(spec.config_env.iter().map(|(k, v)| (k.into(), v.into())));
         // The daemon's own SLURM_CONF (root's), for the renewer's squeue; never the job's.
-        if let Some(conf) = std::env::var_os("SLURM_CONF").filter(|c| !c.is_empty()) {
+        if let Some(conf) = daemon_var("SLURM_CONF").filter(|c| !c.is_empty()) {
             env.push(("SLURM_CONF".into(), conf));
         }
         crate::spawn::detached(&crate::spawn::Spawn {

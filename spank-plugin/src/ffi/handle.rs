@@ -204,7 +204,7 @@ impl Host for SpankHandle {
         *self.job_end.get_or_init(|| {
             let job = self.job_id()?;
             // The daemon's own SLURM_CONF (root's), never the job's.
-            let conf = std::env::var("SLURM_CONF").ok();
+            let conf = crate::backend::daemon_env("SLURM_CONF");
             match slurm_jobinfo::query_end_time(
                 squeue,
                 job,

@@ -3,9 +3,11 @@
 //! In slurmstepd two environments are within reach: the job's (`spank_getenv`, Slurm's
 //! `S_JOB_ENV`: what the user submitted, plus Slurm's own variables) and slurmstepd's
 //! (`std::env`: the daemon's, root's). A user controls the first and none of the second, and a
-//! value of the daemon's must never be sent anywhere on a user's behalf. So the plugin never
-//! reads the daemon's environment: there is no such [`Env`] on purpose, and the hooks have no
-//! other way to read a variable than [`get`] (through [`Host::getenv`]).
+//! value of the daemon's must never be sent anywhere on a user's behalf. So the hooks never
+//! read the daemon's environment: there is no such [`Env`] on purpose, and the hooks have no
+//! other way to read a variable than [`get`] (through [`Host::getenv`]). The few settings only
+//! the site may make from slurmd's environment are read in one place,
+//! [`crate::backend::daemon_var`].
 //!
 //! | setting | [`Env`] | read by |
 //! |---|---|---|
@@ -14,7 +16,7 @@
 //! | [`INJECT`] | job | automatic injection: the user's own default |
 //! | [`WANT_AUDIENCE`], [`WANT_SCOPE`] | job | token exchange: what the user asks of the job token |
 //! | [`OPTION`] | job | `--qlam-auth` with `--export=NONE` (slurmstepd only) |
-//! | [`JOB_END_TIME`] | job | the job's end (set by Slurm) |
+//! | [`JOB_END_TIME`] | job | the job's end (set by Slurm 23.02+, and by any submitter), only when slurmctld cannot be asked (`squeue=`) |
 //! | [`PARENT_TOKEN_FILE`] and the other token variables | submitter | a job's token not passed on to a job it submits |
 //!
 //! What the plugin writes into the job's environment is here too: [`export`].

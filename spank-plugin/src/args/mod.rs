@@ -25,7 +25,7 @@
 //! | `exchange_audience=A[,A...]` | the provider's audience | the audiences a job token may have; the first is the default |
 //! | `exchange_scope=S[,S...]` | the IdP decides | the scopes a job token may have (comma- or space-separated); all of them by default |
 //! | `exchange_max_lifetime=SECONDS` | none | the longest a job token may live (it never lives longer than the job's remaining time plus a margin) |
-//! | `squeue=PATH\|off` | the first of `/usr/bin/squeue`, `/usr/local/bin/squeue`, `/opt/slurm/bin/squeue` | absolute; how the plugin learns the job's end time from slurmctld (`squeue --format=%e`, bounded by 3 s); `off`: only `SLURM_JOB_END_TIME` from the job's environment (Slurm 23.02+, and settable by the user) |
+//! | `squeue=PATH\|off` | the first of `/usr/bin/squeue`, `/usr/local/bin/squeue`, `/opt/slurm/bin/squeue` | absolute; with `exchange=`, how the plugin learns the job's end time from slurmctld (`squeue --format=%e`, bounded by 3 s, once per step start); `off`: only `SLURM_JOB_END_TIME` from the job's environment (Slurm 23.02+, and settable by the user) |
 //!
 //! Slurm runs `job_epilog` without `init`, so every hook parses the arguments again.
 //!

@@ -103,12 +103,17 @@ pub fn needed_validity(host: &dyn Host, args: &Args) -> Args {
 }
 
 /// The job's end time (Unix seconds), for [`needed_validity`], the renewer and the job token's
-/// lifetime: slurmctld's answer (`squeue=`, see [`slurm_jobinfo`]), else the job's
-/// `SLURM_JOB_END_TIME` (set by Slurm 23.02 and later; on 22.05 only if the user set it: a value
-/// a user can choose moves their own job's token lifetime only within the site's
-/// `exchange_max_lifetime`, which is why slurmctld is asked first).
+/// lifetime. With token exchange, where it bounds how long a job token lives, slurmctld's answer
+/// (`squeue=`, see [`slurm_jobinfo`]) comes first: the job's `SLURM_JOB_END_TIME` is set by Slurm
+/// 23.02 and later, but on 22.05 only if the user set it, and a value a user can choose would move
+/// their job token's lifetime within the site's `exchange_max_lifetime`. Without exchange the
+/// end only shortens `min_valid` (an optimisation), so the variable alone is used and no step
+/// start costs a query to slurmctld (about 12 ms here, `docs/performance.md` §1b).
 pub fn job_end(host: &dyn Host, args: &Args) -> Option<u64> {
-    let from_slurm = args.squeue_path().and_then(|p| host.job_end_from_slurm(&p));
+    let from_slurm = (args.exchange.mode != token_core::exchange::Mode::Off)
+        .then(|| args.squeue_path())
+        .flatten()
+        .and_then(|p| host.job_end_from_slurm(&p));
     from_slurm.or_else(|| {
         env::get(host, env::JOB_END_TIME)
             .and_then(|v| v.trim().parse::<u64>().ok())

@@ -800,15 +800,21 @@ fn a_short_job_needs_its_token_only_until_its_end() {
     );
 }
 
-/// Slurm 22.05 does not set `SLURM_JOB_END_TIME`, and a user can set it: slurmctld's end time
-/// (through `squeue=`) wins; the variable is the fallback; `squeue=off` asks nobody.
+/// Slurm 22.05 does not set `SLURM_JOB_END_TIME`, and a user can set it: with token exchange
+/// slurmctld's end time (through `squeue=`) wins; the variable is the fallback; `squeue=off`
+/// asks nobody, and neither does a plugin without exchange.
 #[test]
 fn the_job_end_comes_from_slurmctld_before_the_jobs_environment() {
     use crate::args::Squeue;
     let mut host = FakeHost::new(Context::Remote, OptionState::Given(None));
     let squeue = PathBuf::from("/opt/site/bin/squeue");
+    let exchange = token_core::exchange::Policy {
+        mode: token_core::exchange::Mode::Required,
+        ..Default::default()
+    };
     let args = Args {
         squeue: Squeue::Path(squeue.clone()),
+        exchange: exchange.clone(),
         ..Args::default()
     };
     host.env
@@ -828,6 +834,7 @@ fn the_job_end_comes_from_slurmctld_before_the_jobs_environment() {
     );
     let off = Args {
         squeue: Squeue::Off,
+        exchange,
         ..Args::default()
     };
     host.slurm_end = Some(1_800_000_000);
@@ -836,6 +843,15 @@ fn the_job_end_comes_from_slurmctld_before_the_jobs_environment() {
     assert!(
         host.squeue_asked.borrow().is_empty(),
         "squeue=off runs no squeue"
+    );
+    let no_exchange = Args {
+        squeue: Squeue::Path(squeue.clone()),
+        ..Args::default()
+    };
+    assert_eq!(job_end(&host, &no_exchange), Some(4_000_000_000));
+    assert!(
+        host.squeue_asked.borrow().is_empty(),
+        "without exchange no step start asks slurmctld"
     );
     host.env.remove("SLURM_JOB_END_TIME");
     assert_eq!(job_end(&host, &off), None);

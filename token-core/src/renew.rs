@@ -37,8 +37,31 @@ pub const FIRST_RETRY: Duration = Duration::from_secs(10);
 pub const MAX_RETRY: Duration = Duration::from_secs(300);
 /// Shortest pause between two renewals (no busy loop, whatever the IdP issues).
 pub const MIN_PAUSE: Duration = Duration::from_secs(5);
-/// How often the renewer checks that the job still runs (and for a stop request).
+/// How often the renewer checks that the job still runs.
 pub const POLL: Duration = Duration::from_secs(1);
+/// How often a plain [`AtomicBool`] stop flag is looked at while waiting. `qlam-auth
+/// job-renewer` does not poll: its [`Stop`] wakes on the signal itself.
+pub const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// How the loop learns that it must end, and how it waits without missing that. The plugin
+/// waits for the renewers to end before it removes a job's directory, and the node is not free
+/// before that: a stop must be seen at once, not at the next [`POLL`].
+pub trait Stop {
+    /// True once a stop was requested.
+    fn requested(&self) -> bool;
+    /// Waits up to `d`; may return early, and should when a stop is requested.
+    fn nap(&self, d: Duration);
+}
+
+/// A flag set from elsewhere (tests, embedders): looked at every [`STOP_POLL`].
+impl Stop for AtomicBool {
+    fn requested(&self) -> bool {
+        self.load(Ordering::SeqCst)
+    }
+    fn nap(&self, d: Duration) {
+        std::thread::sleep(d.min(STOP_POLL));
+    }
+}
 
 /// The status file beside a token file: `<file>.status`.
 pub fn status_file_name(token_file: &str) -> String {
@@ -147,7 +170,7 @@ pub fn run(
     cfg: &RenewerConfig,
     obtain: &mut dyn FnMut(Duration) -> Result<Obtained>,
     alive: &dyn Fn() -> bool,
-    stop: &AtomicBool,
+    stop: &dyn Stop,
 ) -> Result<Ended> {
     let dir = fsutil::open_dir(&cfg.dir, Policy::PRIVATE)?
         .ok_or_else(|| Error::store(&cfg.dir, "the job token directory does not exist"))?;
@@ -245,26 +268,32 @@ pub fn run(
     Ok(ended)
 }
 
-/// Sleeps `pause` in [`POLL`] slices; `Some` if the renewer must end meanwhile.
+/// Waits `pause`, looking at the job every [`POLL`] and napping in between through `stop` (which
+/// returns early on a stop request); `Some` if the renewer must end meanwhile.
 fn wait(
     pause: Duration,
     stop_at: Option<Timestamp>,
     alive: &dyn Fn() -> bool,
-    stop: &AtomicBool,
+    stop: &dyn Stop,
 ) -> Option<Ended> {
     let until = Instant::now() + pause;
+    let mut next_check = Instant::now();
     loop {
-        if stop.load(Ordering::SeqCst) {
+        if stop.requested() {
             return Some(Ended::Stopped);
         }
-        if !alive() || stop_at.is_some_and(|t| Timestamp::now().seconds_until(t) < 0) {
-            return Some(Ended::JobEnded);
+        let now = Instant::now();
+        if now >= next_check {
+            if !alive() || stop_at.is_some_and(|t| Timestamp::now().seconds_until(t) < 0) {
+                return Some(Ended::JobEnded);
+            }
+            next_check = now + POLL;
         }
-        let left = until.saturating_duration_since(Instant::now());
+        let left = until.saturating_duration_since(now);
         if left.is_zero() {
             return None;
         }
-        std::thread::sleep(left.min(POLL));
+        stop.nap(left.min(next_check.saturating_duration_since(now)));
     }
 }
 

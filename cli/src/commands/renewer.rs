@@ -11,9 +11,11 @@
 
 use crate::cli::JobRenewerArgs;
 use crate::exit::{self, Failure};
+use std::io::Read;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use token_core::broker::{Broker, ObtainOptions, Obtained, Source};
 use token_core::config::Config;
@@ -28,17 +30,48 @@ use token_core::{deliver, exchange};
 /// How long past the job's end time the renewer may still run (Slurm's own grace periods).
 const END_MARGIN_SECS: i64 = 300;
 
+/// The renewer's stop request: SIGTERM, SIGINT or SIGHUP set the flag and also write a byte to
+/// a socket pair (signal-hook's self-pipe), so a waiting renewer wakes at once instead of at its
+/// next check: the plugin waits for it before the job's node is free.
+#[derive(Debug)]
+struct SignalStop {
+    flag: Arc<AtomicBool>,
+    wake: UnixStream,
+}
+
+impl SignalStop {
+    fn register() -> std::io::Result<Self> {
+        let flag = Arc::new(AtomicBool::new(false));
+        let (wake, signalled) = UnixStream::pair()?;
+        for sig in [
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGHUP,
+        ] {
+            signal_hook::flag::register(sig, Arc::clone(&flag))?;
+            signal_hook::low_level::pipe::register(sig, signalled.try_clone()?)?;
+        }
+        Ok(SignalStop { flag, wake })
+    }
+}
+
+impl token_core::renew::Stop for SignalStop {
+    fn requested(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+    fn nap(&self, d: Duration) {
+        if d.is_zero() || self.wake.set_read_timeout(Some(d)).is_err() {
+            return;
+        }
+        // A byte (a signal) or the timeout ends the nap; either way the loop looks again.
+        let _ = (&self.wake).read(&mut [0u8; 16]);
+    }
+}
+
 /// Runs the renewer until the job ends on this node.
 pub fn run(a: &JobRenewerArgs) -> Result<(), Failure> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| Failure::msg(format!("cannot handle signals: {e}"), exit::OTHER))?;
-    }
+    let stop = SignalStop::register()
+        .map_err(|e| Failure::msg(format!("cannot handle signals: {e}"), exit::OTHER))?;
     // The environment was set by the plugin from the job's: QSH_CONFIG_DIR / QSH_CONFIG.
     let env = |k: &str| std::env::var(k).ok();
     let paths = QshPaths::resolve(&a.home, &env);

@@ -150,7 +150,7 @@ mod tests {
         // Looks like `qlam-auth job-renewer --job JOB` in /proc/PID/cmdline; ends by itself
         // after 30 s at the latest.
         let fake = |job: &str| {
-            std::process::Command::new("sh")
+            let child = std::process::Command::new("sh")
                 .args([
                     "-c",
                     "for i in $(seq 600); do sleep 0.05; done",
@@ -159,7 +159,14 @@ mod tests {
                     job,
                 ])
                 .spawn()
-                .unwrap()
+                .unwrap();
+            // spawn returns once execve has released the parent, which can be before the
+            // kernel has set up the new command line: until then /proc/PID/cmdline is empty.
+            let ready = Instant::now() + Duration::from_secs(5);
+            while !is_renewer_of(child.id(), job) && Instant::now() < ready {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            child
         };
         let write = |name: &str, pid: u32| {
             std::fs::write(
